@@ -1,0 +1,134 @@
+"""Entry points: one run of any model under the plugin's protocol, and the tuner's objective."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from recbole.data import data_preparation as recbole_data_preparation
+from recbole.utils import init_logger, init_seed
+
+from recbole_fitmm.config import Config
+from recbole_fitmm.utils import create_dataset, get_model, get_trainer
+
+
+def apply_test_mask(config: Any, train_data: Any, test_data: Any) -> None:
+    """Set which items are masked when ranking for the test split.
+
+    RecBole masks every item the user saw in train **and** valid (``test_mask: train_valid``).
+    MMRec and FITMM mask only training items (``test_mask: train_only``): validation items stay
+    rankable, but are not positives.
+
+    Args:
+        config: The run's configuration.
+        train_data: Training dataloader (its dataset holds the training interactions).
+        test_data: Full-sort test dataloader; its ``uid2history_item`` is rewritten in place.
+    """
+    if config["test_mask"] != "train_only" or not hasattr(test_data, "uid2history_item"):
+        return
+    train = train_data._dataset.inter_matrix(form="csr")
+    for uid in np.asarray(test_data.uid_list):
+        positives = test_data.uid2positive_item[uid]
+        seen = train.indices[train.indptr[uid] : train.indptr[uid + 1]]
+        history = np.setdiff1d(seen, positives.numpy())
+        test_data.uid2history_item[uid] = torch.as_tensor(history, dtype=torch.int64)
+
+
+def data_preparation(config: Any, dataset: Any) -> tuple[Any, Any, Any]:
+    """RecBole's ``data_preparation`` followed by the plugin's test mask."""
+    train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
+    apply_test_mask(config, train_data, test_data)
+    return train_data, valid_data, test_data
+
+
+def run_recbole_fitmm(
+    model: str | None = None,
+    dataset: str | None = None,
+    config_file_list: list[str] | None = None,
+    config_dict: dict[str, Any] | None = None,
+    saved: bool = True,
+) -> dict[str, Any]:
+    """Train one model on one dataset, select on validation, then test once.
+
+    Works for plugin models (FITMM, ...) and every RecBole built-in general model (BPR,
+    LightGCN, ...), all under the plugin's protocol (``properties/overall.yaml``).
+
+    Args:
+        model: Model name.
+        dataset: Dataset name (a folder under ``data_path``).
+        config_file_list: Extra yaml files.
+        config_dict: Extra configuration values.
+        saved: Keep the best checkpoint and test with it (otherwise the last weights are tested).
+
+    Returns:
+        ``model``, ``dataset``, ``best_valid_score``, ``valid_score_bigger``,
+        ``best_valid_result``, ``test_result`` (metric -> float), ``train_seconds``,
+        ``checkpoint`` (path or ``None``) and ``config`` (the resolved ``Config``).
+    """
+    config = Config(model, dataset, config_file_list, config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = logging.getLogger()
+    logger.info(config)
+
+    data = create_dataset(config)
+    logger.info(data)
+    train_data, valid_data, test_data = data_preparation(config, data)
+
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    logger.info(net)
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+
+    start = time.perf_counter()
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, saved=saved, show_progress=config["show_progress"]
+    )
+    train_seconds = time.perf_counter() - start
+    test_result = trainer.evaluate(
+        test_data, load_best_model=saved, show_progress=config["show_progress"]
+    )
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "best_valid_score": float(best_valid_score),
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": _floats(best_valid_result),
+        "test_result": _floats(test_result),
+        "train_seconds": train_seconds,
+        "checkpoint": trainer.saved_model_file if saved else None,
+        "config": config,
+    }
+
+
+def objective_function(
+    config_dict: dict[str, Any] | None = None,
+    config_file_list: list[str] | None = None,
+    saved: bool = True,
+) -> dict[str, Any]:
+    """Objective for ``recbole.trainer.HyperTuning`` (hyperopt): one run, selected on valid.
+
+    Returns:
+        The dictionary ``HyperTuning`` expects: ``model``, ``best_valid_score``,
+        ``valid_score_bigger``, ``best_valid_result``, ``test_result``. No Ray reporting.
+    """
+    result = run_recbole_fitmm(
+        config_file_list=config_file_list, config_dict=config_dict, saved=saved
+    )
+    return {
+        key: result[key]
+        for key in (
+            "model",
+            "best_valid_score",
+            "valid_score_bigger",
+            "best_valid_result",
+            "test_result",
+        )
+    }
+
+
+def _floats(result: dict[str, Any] | None) -> dict[str, float]:
+    return {key: float(value) for key, value in (result or {}).items()}
