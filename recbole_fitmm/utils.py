@@ -15,6 +15,10 @@ from recbole_fitmm.errors import ConfigError, DataError
 #: Plugin models: name -> module holding a class of the same name. Explicit, no name probing.
 PLUGIN_MODELS: dict[str, str] = {
     "FITMM": "recbole_fitmm.model.fitmm",
+    "VBPR": "recbole_fitmm.model.vbpr",
+    "FREEDOM": "recbole_fitmm.model.freedom",
+    "LGMRec": "recbole_fitmm.model.lgmrec",
+    "DRAGON": "recbole_fitmm.model.dragon",
 }
 
 
