@@ -75,11 +75,21 @@ def _fill_nan(self) -> None:  # noqa: ANN001 - RecBole Dataset
                 )
 
 
+#: RecBole's own ``Dataset._fill_nan``, kept by :func:`patch_pandas` (tests compare against it).
+RECBOLE_FILL_NAN = None
+
+
 def patch_pandas() -> None:
-    """Make RecBole's NaN filling work under pandas copy-on-write (always on in pandas 3)."""
+    """Make RecBole's NaN filling work under pandas copy-on-write (always on in pandas 3).
+
+    Only ``_fill_nan`` is replaced; ``*_seq`` fields with missing values (RecBole's dataset.py:509)
+    are not used by this plugin and are left as RecBole has them.
+    """
+    global RECBOLE_FILL_NAN
     from recbole.data.dataset import Dataset
 
     if Dataset._fill_nan is not _fill_nan:
+        RECBOLE_FILL_NAN = Dataset._fill_nan
         Dataset._fill_nan = _fill_nan
 
 

@@ -7,7 +7,9 @@ internal defaults):
 2. ``properties/overall.yaml`` of this repository — the paper's protocol (``README``);
 3. ``properties/model/<Model>.yaml``;
 4. ``properties/dataset/<dataset>.yaml`` (written by the converter; e.g. the split files);
-5. config files, then ``config_dict``, then ``--key=value`` on the command line.
+5. config files, then ``config_dict``. Unlike RecBole's, this ``Config`` does not read
+   ``sys.argv``; the scripts turn ``--key=value`` arguments into ``config_dict`` entries, which
+   beat every file.
 """
 
 from __future__ import annotations
@@ -56,6 +58,11 @@ class Config(RecBoleConfig):
         self.parameters = {key: list(value) for key, value in self.parameters.items()}
         self.parameters["Dataset"] += PLUGIN_DATASET_ARGS
         self.parameters["Evaluation"] += ["test_mask"]
+
+    def _load_cmd_line(self) -> dict[str, Any]:
+        """The library never reads ``sys.argv``: scripts pass ``--key=value`` in ``config_dict``
+        (see :func:`recbole_fitmm.cli.parse_overrides`)."""
+        return {}
 
     def _get_model_and_dataset(self, model: Any, dataset: Any) -> tuple[str, type, str]:
         from recbole_fitmm.utils import get_model

@@ -37,10 +37,12 @@ def get_model(name: str) -> type:
         return getattr(importlib.import_module(PLUGIN_MODELS[name]), name)
     try:
         return recbole_get_model(name)
-    except ValueError:
+    except (ValueError, ImportError) as err:
+        # RecBole probes its model packages in turn; the last one (exlib) needs lightgbm and
+        # xgboost, so an unknown name can surface as an ImportError.
         raise ConfigError(
             f"unknown model {name!r}: not a recbole_fitmm model ({', '.join(PLUGIN_MODELS)}) "
-            "and not a RecBole model"
+            f"and not a RecBole model ({type(err).__name__}: {err})"
         ) from None
 
 
