@@ -23,12 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", "-m", default="FITMM")
     parser.add_argument("--dataset", "-d", default="mmsynth")
-    parser.add_argument("--params_file", default=None, help="default: properties/hyper/<model>.hyper")
+    parser.add_argument(
+        "--params_file", default=None, help="default: properties/hyper/<model>.hyper"
+    )
     parser.add_argument("--algo", default="exhaustive", choices=ALGORITHMS)
     parser.add_argument("--max_evals", type=int, default=100)
     parser.add_argument("--early_stop", type=int, default=10)
     parser.add_argument("--config_files", default="", help="space-separated yaml files")
-    parser.add_argument("--output_file", default=None, help="default: results/hyper_<model>_<dataset>.json")
+    parser.add_argument(
+        "--output_file", default=None, help="default: results/hyper_<model>_<dataset>.json"
+    )
     args, rest = parser.parse_known_args(argv)
     params_file = args.params_file or f"properties/hyper/{args.model}.hyper"
     output = args.output_file or f"results/hyper_{args.model}_{args.dataset}.json"

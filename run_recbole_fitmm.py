@@ -36,9 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     except FITMMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"\n{result['model']} on {result['dataset']} "
-          f"(best valid {result['config']['valid_metric']} = {result['best_valid_score']:.4f}, "
-          f"training {result['train_seconds']:.1f} s)\n")
+    print(
+        f"\n{result['model']} on {result['dataset']} "
+        f"(best valid {result['config']['valid_metric']} = {result['best_valid_score']:.4f}, "
+        f"training {result['train_seconds']:.1f} s)\n"
+    )
     print(format_results({"valid": result["best_valid_result"], "test": result["test_result"]}))
     return 0
 

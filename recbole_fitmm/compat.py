@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-#: numpy 2 removed these aliases; RecBole's ``Config`` (``np.float_``...) and ray (``np.bool8``) use them.
+#: Aliases removed in numpy 2 that RecBole (``np.float_``...) and ray (``np.bool8``) use.
 NUMPY_ALIASES: dict[str, type] = {
     "float_": np.float64,
     "complex_": np.complex128,

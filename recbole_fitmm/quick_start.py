@@ -111,6 +111,11 @@ def objective_function(
 ) -> dict[str, Any]:
     """Objective for ``recbole.trainer.HyperTuning`` (hyperopt): one run, selected on valid.
 
+    Args:
+        config_dict: The trial's values, including ``model`` and ``dataset``.
+        config_file_list: Fixed yaml files.
+        saved: Test with the best-validation checkpoint.
+
     Returns:
         The dictionary ``HyperTuning`` expects: ``model``, ``best_valid_score``,
         ``valid_score_bigger``, ``best_valid_result``, ``test_result``. No Ray reporting.

@@ -66,9 +66,9 @@ def check_dataset_files(config: Any) -> None:
     if not folder.is_dir():
         raise DataError(f"dataset folder {folder} does not exist")
     parts = config["benchmark_filename"]
-    files = [folder / f"{name}.{part}.inter" for part in parts] if parts else [
-        folder / f"{name}.inter"
-    ]
+    files = (
+        [folder / f"{name}.{part}.inter" for part in parts] if parts else [folder / f"{name}.inter"]
+    )
     for path in files:
         if not path.is_file():
             raise DataError(f"interaction file {path} does not exist")

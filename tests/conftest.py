@@ -15,7 +15,11 @@ SPLITS = ["train", "valid", "test"]
 
 #: The small dataset most tests use: 160 users, <= 120 items, image + text features.
 TOY_SPEC = SyntheticSpec(
-    n_users=160, n_items=120, n_topics=4, modalities={"image": 24, "text": 12}, mean_inter=14,
+    n_users=160,
+    n_items=120,
+    n_topics=4,
+    modalities={"image": 24, "text": 12},
+    mean_inter=14,
     seed=7,
 )
 

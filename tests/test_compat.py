@@ -83,7 +83,9 @@ def _write_rated_dataset(root: Path) -> None:
     folder = root / "rated"
     folder.mkdir()
     rows = ["user_id:token\titem_id:token\trating:float"]
-    rows += [f"{u}\t{i}\t{'' if (u, i) == (1, 2) else 2.0 + u}" for u in range(1, 5) for i in range(6)]
+    rows += [
+        f"{u}\t{i}\t{'' if (u, i) == (1, 2) else 2.0 + u}" for u in range(1, 5) for i in range(6)
+    ]
     (folder / "rated.inter").write_text("\n".join(rows) + "\n")
 
 

@@ -27,8 +27,10 @@ def test_builtin_models_run_through_the_plugin(toy_root: Path, tmp_path: Path, m
     for split in ("best_valid_result", "test_result"):
         metrics = result[split]
         # The paper protocol: Recall/NDCG/Precision/MAP at 5/10/20/50.
-        assert {f"{m}@{k}" for m in ("recall", "ndcg", "precision", "map") for k in (5, 10, 20, 50)} \
-            <= set(metrics)
+        expected = {
+            f"{m}@{k}" for m in ("recall", "ndcg", "precision", "map") for k in (5, 10, 20, 50)
+        }
+        assert expected <= set(metrics)
         assert all(0.0 <= v <= 1.0 for v in metrics.values())
         assert metrics["recall@50"] >= metrics["recall@20"] >= metrics["recall@10"]
     assert result["best_valid_score"] == pytest.approx(result["best_valid_result"]["recall@20"])
@@ -77,9 +79,15 @@ def test_parse_overrides_types_values() -> None:
 
 
 def test_cli_prints_a_results_table(toy_root: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["--model=BPR", "--dataset=toy", f"--data_path={toy_root}",
-            "--benchmark_filename=[train,valid,test]", "--epochs=1", "--gpu_id=''",
-            "--state=ERROR"]
+    argv = [
+        "--model=BPR",
+        "--dataset=toy",
+        f"--data_path={toy_root}",
+        "--benchmark_filename=[train,valid,test]",
+        "--epochs=1",
+        "--gpu_id=''",
+        "--state=ERROR",
+    ]
     assert cli_script.main(argv) == 0
     out = capsys.readouterr().out
     assert "| metric | valid | test |" in out and "| recall@20 |" in out
@@ -107,9 +115,17 @@ def test_run_hyper_script_writes_json(toy_root: Path, tmp_path: Path) -> None:
     params = tmp_path / "bpr.hyper"
     params.write_text("learning_rate choice [0.01,0.001]\n")
     out = tmp_path / "tuned.json"
-    argv = ["--model=BPR", "--dataset=toy", f"--params_file={params}", f"--output_file={out}",
-            f"--data_path={toy_root}", "--benchmark_filename=[train,valid,test]", "--epochs=1",
-            "--gpu_id=''", "--state=ERROR"]
+    argv = [
+        "--model=BPR",
+        "--dataset=toy",
+        f"--params_file={params}",
+        f"--output_file={out}",
+        f"--data_path={toy_root}",
+        "--benchmark_filename=[train,valid,test]",
+        "--epochs=1",
+        "--gpu_id=''",
+        "--state=ERROR",
+    ]
     assert run_hyper.main(argv) == 0
     written = json.loads(out.read_text())
     assert written["model"] == "BPR" and len(written["trials"]) == 2

@@ -1,0 +1,1 @@
+"""Dataset hook, converter and synthetic data."""

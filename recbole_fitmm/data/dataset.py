@@ -148,7 +148,7 @@ class MultiModalDataset(Dataset):
     """RecBole dataset carrying one feature matrix per modality (see the module docstring).
 
     Attributes:
-        modal_feats: Modality name -> float32 tensor [n_items, dim] in internal-id order, row 0 zero;
+        modal_feats: Modality name -> float32 tensor [n_items, dim], internal-id order, row 0 zero;
             ordered as the ``modalities`` config.
         user_feat: Float32 tensor [n_users, dim] or ``None`` when ``user_modality`` is unset.
     """

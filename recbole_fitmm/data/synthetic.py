@@ -67,10 +67,12 @@ class SyntheticData:
 
     @property
     def n_users(self) -> int:
+        """Number of users."""
         return self.tastes.shape[0]
 
     @property
     def n_items(self) -> int:
+        """Number of items (every one occurs in the interactions)."""
         return self.topics.shape[0]
 
 

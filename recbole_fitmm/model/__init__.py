@@ -1,0 +1,1 @@
+"""Plugin models (one file each) and their shared building blocks."""

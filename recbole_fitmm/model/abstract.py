@@ -82,7 +82,16 @@ class MultiModalRecommender(GeneralRecommender):
     def load_state_dict(
         self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
     ) -> Any:
-        """Load weights and drop the evaluation cache (it belonged to the old weights)."""
+        """Load weights and drop the evaluation cache (it belonged to the old weights).
+
+        Args:
+            state_dict: Parameters and buffers, as from ``state_dict()``.
+            strict: Require exactly matching keys.
+            assign: Assign the given tensors instead of copying into the existing ones.
+
+        Returns:
+            PyTorch's named tuple of missing and unexpected keys.
+        """
         self.drop_cache()
         return super().load_state_dict(state_dict, strict=strict, assign=assign)
 
