@@ -141,3 +141,218 @@ def weighted_sum(graphs: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
     for graph, weight in zip(graphs[1:], weights[1:]):
         total = total + graph * weight
     return total.coalesce()
+
+
+# ---------------------------------------------------------------------------------------------
+# Additions for the multimodal baselines (VBPR, FREEDOM, LGMRec, DRAGON).
+
+
+def interaction_matrix(
+    users: np.ndarray | Tensor,
+    items: np.ndarray | Tensor,
+    n_users: int,
+    n_items: int,
+    row_normalise: bool = False,
+) -> Tensor:
+    """The binary user–item matrix ``R`` (duplicate pairs count once), optionally row-normalised.
+
+    Args:
+        users: Int array [E] of user ids.
+        items: Int array [E] of item ids.
+        n_users: Number of user ids (including PAD 0).
+        n_items: Number of item ids (including PAD 0).
+        row_normalise: Divide every row by its number of items (``D_u^-1 R``, a per-user mean).
+
+    Returns:
+        Sparse COO float32 tensor [n_users, n_items], coalesced.
+
+    Example:
+        >>> interaction_matrix(np.array([1, 1]), np.array([1, 2]), 2, 3).to_dense()[1]
+        tensor([0., 1., 1.])
+    """
+    pairs = torch.unique(
+        torch.stack(
+            [
+                torch.as_tensor(np.asarray(users), dtype=torch.int64),
+                torch.as_tensor(np.asarray(items), dtype=torch.int64),
+            ]
+        ),
+        dim=1,
+    )
+    values = torch.ones(pairs.shape[1])
+    if row_normalise:
+        degree = torch.zeros(n_users).index_add_(0, pairs[0], values)
+        values = values / degree[pairs[0]]
+    return torch.sparse_coo_tensor(pairs, values, (n_users, n_items)).coalesce()
+
+
+def edge_degree_weights(users: Tensor, items: Tensor, n_users: int, n_items: int) -> Tensor:
+    """``1 / sqrt(d_u d_i)`` for every user–item edge (FREEDOM's pruning probabilities).
+
+    Args:
+        users: Int64 tensor [E] of user ids (distinct pairs).
+        items: Int64 tensor [E] of item ids.
+        n_users: Number of user ids.
+        n_items: Number of item ids.
+
+    Returns:
+        Float32 tensor [E]; edges of low-degree endpoints get large weights.
+    """
+    ones = torch.ones(users.numel(), device=users.device)
+    user_degree = torch.zeros(n_users, device=users.device).index_add_(0, users, ones)
+    item_degree = torch.zeros(n_items, device=users.device).index_add_(0, items, ones)
+    return (user_degree[users] * item_degree[items]).rsqrt()
+
+
+def degree_sensitive_pruning(
+    users: Tensor,
+    items: Tensor,
+    n_users: int,
+    n_items: int,
+    drop_ratio: float,
+    weights: Tensor | None = None,
+) -> Tensor:
+    """FREEDOM's degree-sensitive edge pruning of the user–item graph (a training-time sample).
+
+    Keeps ``int(E * (1 - drop_ratio))`` distinct edges sampled without replacement with
+    probability proportional to ``1 / sqrt(d_u d_i)`` (edges between high-degree nodes are pruned
+    first), then re-normalises the kept edges with their own degrees. Draws from torch's global
+    generator, so a fixed seed gives a fixed sample.
+
+    Args:
+        users: Int64 tensor [E] of user ids of the distinct training pairs.
+        items: Int64 tensor [E] of item ids.
+        n_users: Number of user ids.
+        n_items: Number of item ids.
+        drop_ratio: Fraction of edges to prune, in [0, 1). 0 returns the full graph.
+        weights: Precomputed :func:`edge_degree_weights` [E] (computed when ``None``).
+
+    Returns:
+        Sparse COO float32 [n_users + n_items, n_users + n_items], ``D^-1/2 A D^-1/2`` of the kept
+        edges (same node layout as :func:`bipartite_adjacency`).
+
+    Example:
+        >>> adj = degree_sensitive_pruning(torch.tensor([1, 1, 2]), torch.tensor([1, 2, 2]),
+        ...                                3, 3, drop_ratio=0.5)
+        >>> int(adj._nnz())
+        2
+    """
+    if not 0.0 <= drop_ratio < 1.0:
+        raise ValueError(f"drop_ratio must be in [0, 1), got {drop_ratio}")
+    if drop_ratio == 0.0:
+        return bipartite_adjacency(users.cpu(), items.cpu(), n_users, n_items).to(users.device)
+    if weights is None:
+        weights = edge_degree_weights(users, items, n_users, n_items)
+    n_keep = max(1, int(users.numel() * (1.0 - drop_ratio)))
+    keep = torch.multinomial(weights, n_keep, replacement=False)
+    kept_users, kept_items = users[keep], items[keep]
+    values = edge_degree_weights(kept_users, kept_items, n_users, n_items)
+    rows = torch.cat([kept_users, kept_items + n_users])
+    cols = torch.cat([kept_items + n_users, kept_users])
+    n = n_users + n_items
+    return torch.sparse_coo_tensor(
+        torch.stack([rows, cols]), torch.cat([values, values]), (n, n)
+    ).coalesce()
+
+
+def modality_weights(names: Sequence[str], image_weight: float) -> list[float]:
+    """Mixing weights of the per-modality item graphs, generalising ``mm_image_weight``.
+
+    FREEDOM and DRAGON mix two kNN graphs as ``w · S_image + (1 - w) · S_text``. For any number of
+    modalities: one modality gets weight 1; otherwise a modality named ``image`` gets ``w`` and
+    the others share ``1 - w`` equally; without an ``image`` modality all weights are equal.
+
+    Args:
+        names: Modality names in dataset order.
+        image_weight: ``mm_image_weight`` in [0, 1].
+
+    Returns:
+        One weight per name, summing to 1.
+
+    Example:
+        >>> modality_weights(["image", "text"], 0.1)
+        [0.1, 0.9]
+    """
+    if not names:
+        raise ValueError("need at least one modality")
+    if not 0.0 <= image_weight <= 1.0:
+        raise ValueError(f"mm_image_weight must be in [0, 1], got {image_weight}")
+    if len(names) == 1:
+        return [1.0]
+    if "image" not in names:
+        return [1.0 / len(names)] * len(names)
+    rest = (1.0 - image_weight) / (len(names) - 1)
+    return [image_weight if name == "image" else rest for name in names]
+
+
+def multimodal_knn_graph(features: Sequence[Tensor], weights: Sequence[float], k: int) -> Tensor:
+    """Weighted sum of one :func:`knn_graph` per modality (FREEDOM's / DRAGON's frozen item graph).
+
+    Args:
+        features: One item feature matrix [N, f_m] per modality (row 0 = PAD, left unlinked).
+        weights: One mixing weight per modality (see :func:`modality_weights`).
+        k: Neighbours per item in each modality graph.
+
+    Returns:
+        Sparse COO float32 [N, N], coalesced.
+    """
+    return weighted_sum([knn_graph(feat, k) for feat in features], weights)
+
+
+def user_cooccurrence_graph(
+    users: np.ndarray | Tensor, items: np.ndarray | Tensor, n_users: int, k: int
+) -> Tensor:
+    """DRAGON's user–user graph, built in memory from the training interactions.
+
+    Two users are linked with weight ``c`` = the number of training items they share. Every user
+    keeps its ``k`` other users with the largest ``c`` (ties: smaller user id first; fewer when
+    it has fewer co-users) and the kept weights are softmax-normalised over the raw counts, as in
+    DRAGON's ``topk_sample`` with ``user_aggr_mode='softmax'``. Counts are computed for row blocks
+    of users, so the dense U×U matrix is never formed.
+
+    Args:
+        users: Int array [E] of user ids of training interactions.
+        items: Int array [E] of item ids.
+        n_users: Number of user ids (including PAD 0, which gets no edges).
+        k: Neighbours per user.
+
+    Returns:
+        Sparse COO float32 [n_users, n_users]; each non-empty row sums to 1, no self loops.
+
+    Example:
+        >>> g = user_cooccurrence_graph(np.array([1, 2, 2]), np.array([5, 5, 6]), 3, k=4)
+        >>> g.to_dense()[1].tolist(), g.to_dense()[2].tolist()
+        ([0.0, 0.0, 1.0], [0.0, 1.0, 0.0])
+    """
+    import scipy.sparse as sp
+
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    users = np.asarray(users, dtype=np.int64)
+    items = np.asarray(items, dtype=np.int64)
+    n_cols = int(items.max()) + 1 if items.size else 1
+    matrix = sp.csr_matrix(
+        (np.ones(users.size, dtype=np.float32), (users, items)), shape=(n_users, n_cols)
+    )
+    matrix.data[:] = 1.0  # duplicates (summed by the constructor) count once
+    matrix_t = matrix.T.tocsc()
+    k = min(k, n_users)
+    block = _block_rows(n_users)
+    rows_out, cols_out, vals_out = [], [], []
+    for lo in range(0, n_users, block):
+        hi = min(lo + block, n_users)
+        counts = torch.from_numpy((matrix[lo:hi] @ matrix_t).toarray().astype(np.int64))
+        counts[torch.arange(hi - lo), torch.arange(lo, hi)] = 0
+        # Largest count first, smaller user id first among equal counts (deterministic).
+        key = counts * n_users + (n_users - 1 - torch.arange(n_users))
+        top = key.topk(k, dim=1).indices
+        top_counts = counts.gather(1, top)
+        valid = top_counts > 0
+        logits = top_counts.float().masked_fill(~valid, float("-inf"))
+        weights = torch.softmax(logits, dim=1)
+        row_ids = torch.arange(lo, hi).unsqueeze(1).expand_as(top)
+        rows_out.append(row_ids[valid])
+        cols_out.append(top[valid])
+        vals_out.append(weights[valid])
+    indices = torch.stack([torch.cat(rows_out), torch.cat(cols_out)])
+    return torch.sparse_coo_tensor(indices, torch.cat(vals_out), (n_users, n_users)).coalesce()

@@ -1,0 +1,260 @@
+"""LGMRec (Guo et al., AAAI 2024) as released by the authors and in MMRec (``lgmrec.py``).
+
+Local and global graph learning:
+
+* **CGE** (collaborative graph embedding): LightGCN over ``[E_u ; E_i]`` (``cf_model: lightgcn``,
+  ``n_ui_layers`` layers, mean pooling incl. layer 0) or the raw embeddings (``cf_model: mf``);
+* **MGE** (modality graph embedding), per modality m: frozen raw features projected by a bias-free
+  matrix ``X_m = F_m W_m`` for items, the mean of a user's training items for users, then
+  ``n_mm_layers`` propagation steps on the normalised user–item graph;
+* **GHE** (global hypergraph embedding), per modality m: ``hyper_num`` hyperedges with item
+  assignments ``softmax_τ(F_m H_m)`` and user assignments ``softmax_τ(R F_m H_m)``, dropout
+  ``1 - keep_rate`` on the assignments, ``n_hyper_layer`` hypergraph convolutions of the CGE item
+  embeddings;
+* final ``e = CGE + Σ_m normalize(MGE_m) + alpha · normalize(Σ_m GHE_m)``.
+
+Loss: BPR + ``cl_weight`` × hypergraph InfoNCE between modalities (users of the batch, positive
+items; τ = 0.2) + ``reg_weight`` × the summed L2 norms of the batch's embeddings / batch size.
+
+**Deterministic evaluation (deviation from the release).** MMRec/the authors apply
+``F.gumbel_softmax`` to the hyperedge assignments in every forward pass, evaluation included, so
+the scores of fixed weights change from one evaluation to the next. Here Gumbel noise is drawn in
+training mode only; in evaluation mode the assignments are the noise-free ``softmax(logits / τ)``
+and the assignment dropout is off (as in the release, where it is an ``nn.Dropout``).
+
+Other generalisations: any number of modalities. GHE and MGE sum over all modalities and the
+contrastive term sums over every pair of modalities ``a < b`` in dataset order (for
+``[image, text]`` exactly the release's single v→t term). With one modality there is no
+contrastive term (the release falls back to CGE only, i.e. LightGCN, when a modality is missing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import combinations
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from recbole_fitmm.model.abstract import MultiModalRecommender
+from recbole_fitmm.model.graph import bipartite_adjacency, interaction_matrix, propagate
+from recbole_fitmm.model.params import ModelParams, check
+
+#: Temperature of the hyperedge softmax and of the contrastive loss (hard-coded in the release).
+TAU = 0.2
+CF_MODELS = ("lightgcn", "mf")
+
+
+@dataclass(frozen=True)
+class LGMRecParams(ModelParams):
+    """LGMRec hyperparameters (``properties/model/LGMRec.yaml``).
+
+    Attributes:
+        embedding_size: d of the user and item ID embeddings.
+        feat_embed_dim: Output size of the modality projections (must equal d).
+        cf_model: ``lightgcn`` or ``mf`` (no propagation) for the collaborative embedding.
+        n_ui_layers: LightGCN layers of the collaborative embedding.
+        n_mm_layers: Propagation steps of the modality embeddings.
+        n_hyper_layer: Hypergraph convolution layers (>= 1).
+        hyper_num: Number of hyperedges per modality.
+        keep_rate: 1 - dropout rate on the hyperedge assignments (training only).
+        alpha: Weight of the global hypergraph embedding.
+        cl_weight: Weight of the hypergraph contrastive loss.
+        reg_weight: Weight of the L2-norm regulariser.
+    """
+
+    embedding_size: int
+    feat_embed_dim: int
+    cf_model: str
+    n_ui_layers: int
+    n_mm_layers: int
+    n_hyper_layer: int
+    hyper_num: int
+    keep_rate: float
+    alpha: float
+    cl_weight: float
+    reg_weight: float
+
+    def validate(self) -> None:
+        """Range checks (:class:`~recbole_fitmm.errors.ConfigError` on a bad value)."""
+        check(self.embedding_size > 0, "LGMRec", "embedding_size must be positive")
+        check(
+            self.feat_embed_dim == self.embedding_size,
+            "LGMRec",
+            "feat_embed_dim must equal embedding_size (modality and ID embeddings are added)",
+        )
+        check(self.cf_model in CF_MODELS, "LGMRec", f"cf_model must be one of {CF_MODELS}")
+        check(self.n_ui_layers >= 0 and self.n_mm_layers >= 0, "LGMRec", "layers must be >= 0")
+        check(self.n_hyper_layer >= 1, "LGMRec", "n_hyper_layer must be >= 1")
+        check(self.hyper_num >= 1, "LGMRec", "hyper_num must be >= 1")
+        check(0.0 < self.keep_rate <= 1.0, "LGMRec", "keep_rate must be in (0, 1]")
+        check(min(self.alpha, self.cl_weight, self.reg_weight) >= 0, "LGMRec", "weights >= 0")
+
+
+def hypergraph_conv(
+    item_hyper: Tensor, user_hyper: Tensor, item_e: Tensor, n_layers: int
+) -> tuple[Tensor, Tensor]:
+    """LGMRec's ``HGNNLayer``: item → hyperedge → item/user message passing.
+
+    Args:
+        item_hyper: Item–hyperedge assignments [I, H].
+        user_hyper: User–hyperedge assignments [U, H].
+        item_e: Item embeddings [I, d] (layer 0).
+        n_layers: Number of layers (>= 1).
+
+    Returns:
+        ``(user_out, item_out)`` of shapes [U, d] and [I, d].
+    """
+    user_out = item_e.new_zeros(user_hyper.shape[0], item_e.shape[1])
+    for _ in range(n_layers):
+        hyper_e = item_hyper.T @ item_e
+        item_e = item_hyper @ hyper_e
+        user_out = user_hyper @ hyper_e
+    return user_out, item_e
+
+
+def infonce(anchor: Tensor, positive: Tensor, candidates: Tensor) -> Tensor:
+    """The release's ``ssl_triple_loss``: summed InfoNCE with cosine similarities and τ.
+
+    Args:
+        anchor: [B, d] vectors of one modality.
+        positive: [B, d] vectors of the same nodes in another modality.
+        candidates: [N, d] all nodes in the other modality (the denominator).
+
+    Returns:
+        Scalar ``-Σ_b log(exp(cos(a_b, p_b)/τ) / Σ_n exp(cos(a_b, c_n)/τ))``.
+    """
+    anchor, positive, candidates = (F.normalize(x) for x in (anchor, positive, candidates))
+    pos = (anchor * positive).sum(dim=1) / TAU
+    total = torch.logsumexp(anchor @ candidates.T / TAU, dim=1)
+    return (total - pos).sum()
+
+
+class LGMRec(MultiModalRecommender):
+    """LGMRec with deterministic (noise-free) evaluation.
+
+    Args:
+        config: RecBole ``Config`` holding :class:`LGMRecParams`.
+        dataset: Training dataset with ``modal_feats``.
+    """
+
+    def __init__(self, config: Any, dataset: Any) -> None:
+        super().__init__(config, dataset)
+        self.params = p = LGMRecParams.from_config(config, "LGMRec")
+        coo = dataset.inter_matrix(form="coo")
+        users = np.asarray(coo.row, dtype=np.int64)
+        items = np.asarray(coo.col, dtype=np.int64)
+        self.register_buffer(
+            "norm_adj", bipartite_adjacency(users, items, self.n_users, self.n_items), False
+        )
+        self.register_buffer(
+            "inter", interaction_matrix(users, items, self.n_users, self.n_items), False
+        )
+        self.register_buffer(
+            "inter_mean",
+            interaction_matrix(users, items, self.n_users, self.n_items, row_normalise=True),
+            persistent=False,
+        )
+        self.user_embedding = nn.Parameter(
+            nn.init.xavier_uniform_(torch.empty(self.n_users, p.embedding_size))
+        )
+        self.item_id_embedding = nn.Parameter(
+            nn.init.xavier_uniform_(torch.empty(self.n_items, p.embedding_size))
+        )
+        self.names = list(self.modal_feats)
+        for name in self.names:  # raw features are frozen in LGMRec
+            self.register_buffer(f"feat_{name}", self.modal_feats[name].float(), persistent=False)
+        dims = {name: self.modal_feats[name].shape[1] for name in self.names}
+        self.item_trs = nn.ParameterDict(
+            {
+                name: nn.Parameter(nn.init.xavier_uniform_(torch.empty(dim, p.feat_embed_dim)))
+                for name, dim in dims.items()
+            }
+        )
+        self.hyper = nn.ParameterDict(
+            {
+                name: nn.Parameter(nn.init.xavier_uniform_(torch.empty(dim, p.hyper_num)))
+                for name, dim in dims.items()
+            }
+        )
+        self.drop = nn.Dropout(p=1.0 - p.keep_rate)
+        # PAD item 0 (zero features) would otherwise join every hyperedge with weight 1/H.
+        item_mask = torch.ones(self.n_items, 1)
+        item_mask[0] = 0.0
+        self.register_buffer("item_mask", item_mask, persistent=False)
+
+    def _assign(self, logits: Tensor) -> Tensor:
+        """Soft hyperedge assignments: Gumbel-softmax in training, plain softmax at evaluation."""
+        if self.training:
+            return F.gumbel_softmax(logits, TAU, hard=False, dim=1)
+        return torch.softmax(logits / TAU, dim=1)
+
+    def _forward(self) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+        """All representations.
+
+        Returns:
+            ``user_e`` [U, d], ``item_e`` [I, d] and, per modality, the hypergraph embeddings
+            ``(user_hyper_e [U, d], item_hyper_e [I, d])``.
+        """
+        p = self.params
+        ego = torch.cat([self.user_embedding, self.item_id_embedding], dim=0)
+        cge = ego
+        if p.cf_model == "lightgcn":
+            cge = propagate(self.norm_adj, ego, p.n_ui_layers, "mean")
+        cge_items = cge[self.n_users :]
+        mge = torch.zeros_like(cge)
+        ghe = torch.zeros_like(cge)
+        hyper_embs = []
+        for name in self.names:
+            feat = getattr(self, f"feat_{name}")
+            item_logits = feat @ self.hyper[name]
+            user_logits = torch.sparse.mm(self.inter, item_logits)
+            item_hyper = self.drop(self._assign(item_logits)) * self.item_mask
+            user_hyper = self.drop(self._assign(user_logits))
+            item_x = feat @ self.item_trs[name]
+            user_x = torch.sparse.mm(self.inter_mean, item_x)
+            nodes = torch.cat([user_x, item_x], dim=0)
+            for _ in range(p.n_mm_layers):
+                nodes = torch.sparse.mm(self.norm_adj, nodes)
+            mge = mge + F.normalize(nodes)
+            user_h, item_h = hypergraph_conv(item_hyper, user_hyper, cge_items, p.n_hyper_layer)
+            ghe = ghe + torch.cat([user_h, item_h], dim=0)
+            hyper_embs.append((user_h, item_h))
+        all_e = cge + mge + p.alpha * F.normalize(ghe)
+        user_e, item_e = torch.split(all_e, [self.n_users, self.n_items])
+        return user_e, item_e, hyper_embs
+
+    def compute_representations(self) -> tuple[Tensor, Tensor]:
+        """Representations (noise-free in evaluation mode).
+
+        Returns:
+            ``(user_e, item_e)`` of shapes [n_users, d] and [n_items, d].
+        """
+        user_e, item_e, _ = self._forward()
+        return user_e, item_e
+
+    def calculate_loss(self, interaction: Any) -> Tensor:
+        """BPR + ``cl_weight`` × hypergraph contrastive loss + ``reg_weight`` × L2 norms.
+
+        Args:
+            interaction: Batch with ``USER_ID``, ``ITEM_ID`` and ``NEG_ITEM_ID`` of shape [B].
+
+        Returns:
+            Scalar loss.
+        """
+        users = interaction[self.USER_ID]
+        pos = interaction[self.ITEM_ID]
+        neg = interaction[self.NEG_ITEM_ID]
+        user_all, item_all, hyper_embs = self._forward()
+        user_e, pos_e, neg_e = user_all[users], item_all[pos], item_all[neg]
+        diff = (user_e * pos_e).sum(dim=1) - (user_e * neg_e).sum(dim=1)
+        loss = -F.logsigmoid(diff).mean()
+        contrast = user_e.new_zeros(())
+        for (user_a, item_a), (user_b, item_b) in combinations(hyper_embs, 2):
+            contrast = contrast + infonce(user_a[users], user_b[users], user_b)
+            contrast = contrast + infonce(item_a[pos], item_b[pos], item_b)
+        reg = (user_e.norm() + pos_e.norm() + neg_e.norm()) / users.shape[0]
+        return loss + self.params.cl_weight * contrast + self.params.reg_weight * reg

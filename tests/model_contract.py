@@ -1,0 +1,243 @@
+"""The contract every model the plugin ships or claims to support must pass (implicit-style mixin).
+
+Adding a model takes three lines in ``tests/test_models.py``::
+
+    class TestMyModel(ModelContract):
+        model_name = "MyModel"
+        overrides = {"learning_rate": 0.01}   # optional
+
+The mixin trains the model once per class on the generated ``toy`` dataset (4 latent topics,
+image + text features; ``tests/conftest.py``) on the CPU and checks:
+
+* the loss is a finite scalar and a few optimiser steps on one batch lower it;
+* after a short fit the model beats popularity (RecBole's ``Pop``) on valid Recall@20 and NDCG@20;
+* ``full_sort_predict`` agrees with ``predict`` on the same (user, item) pairs;
+* evaluation is deterministic: two evaluations (and two fresh forward passes) are identical;
+* the evaluation cache is dropped when training resumes (plugin models);
+* a ``state_dict`` save/load round trip reproduces the scores exactly;
+* the same seed builds the same model;
+* after the trainer's masking, PAD item 0 and the user's training items never reach the top-K.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import torch
+from recbole.data.interaction import Interaction
+from recbole.utils import init_seed
+
+from recbole_fitmm.config import Config
+from recbole_fitmm.quick_start import data_preparation
+from recbole_fitmm.utils import create_dataset, get_model, get_trainer, is_plugin_model
+from tests.conftest import toy_config
+
+#: Training setup of the contract fit: small batches and a high learning rate, so a few epochs
+#: on the toy data are enough to learn its topic structure.
+FIT_CONFIG: dict[str, Any] = {
+    "epochs": 10,
+    "stopping_step": 10,
+    "train_batch_size": 256,
+    "learning_rate": 0.01,
+    "metrics": ["Recall", "NDCG"],
+    "topk": [10, 20],
+}
+TOP_K = 20
+
+
+@dataclass
+class Fitted:
+    """A model trained by the contract fit, with everything needed to probe it."""
+
+    config: Any
+    train_data: Any
+    valid_data: Any
+    test_data: Any
+    model: Any
+    trainer: Any
+    valid_result: dict[str, float]
+
+
+def _build(model_name: str, root: Path, workdir: Path, overrides: dict[str, Any]) -> tuple:
+    """Config, dataloaders, a freshly initialised model and its trainer (inside ``workdir``)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)
+        patch.setattr(sys, "argv", ["pytest"])
+        config = Config(
+            model_name, "toy", config_dict=toy_config(root, **{**FIT_CONFIG, **overrides})
+        )
+        init_seed(config["seed"], config["reproducibility"])
+        train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
+        init_seed(config["seed"], config["reproducibility"])
+        model = get_model(model_name)(config, train_data._dataset).to(config["device"])
+        trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
+    return config, train_data, valid_data, test_data, model, trainer
+
+
+def fit(model_name: str, root: Path, workdir: Path, overrides: dict[str, Any]) -> Fitted:
+    """Train ``model_name`` with the contract setup and evaluate it on valid.
+
+    Args:
+        model_name: Plugin or RecBole model name.
+        root: Folder holding the ``toy`` dataset.
+        workdir: Folder RecBole may write logs and checkpoints into.
+        overrides: Per-model configuration values.
+
+    Returns:
+        The trained model and its data.
+    """
+    config, train_data, valid_data, test_data, model, trainer = _build(
+        model_name, root, workdir, overrides
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)
+        trainer.fit(train_data, valid_data, saved=False, show_progress=False)
+        valid_result = trainer.evaluate(valid_data, load_best_model=False)
+    return Fitted(config, train_data, valid_data, test_data, model, trainer, dict(valid_result))
+
+
+@lru_cache(maxsize=None)
+def popularity_result(root: str, workdir: str) -> dict[str, float]:
+    """Valid metrics of RecBole's ``Pop`` on the toy data (computed once per session)."""
+    return fit("Pop", Path(root), Path(workdir), {"epochs": 1}).valid_result
+
+
+def score_users(model: Any, users: torch.Tensor, uid_field: str) -> torch.Tensor:
+    """``full_sort_predict`` of ``users`` reshaped to [B, n_items], without gradients."""
+    with torch.no_grad():
+        scores = model.full_sort_predict(Interaction({uid_field: users}))
+    return scores.view(users.numel(), -1)
+
+
+class ModelContract:
+    """Mixin: set ``model_name`` (and optionally ``overrides``) in a ``Test*`` subclass."""
+
+    model_name: ClassVar[str]
+    overrides: ClassVar[dict[str, Any]] = {}
+
+    # ------------------------------------------------------------------ fixtures
+    @pytest.fixture(scope="class")
+    def fitted(self, toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Fitted:
+        return fit(self.model_name, toy_root, tmp_path_factory.mktemp("fit"), self.overrides)
+
+    @pytest.fixture
+    def fresh(self, toy_root: Path, tmp_path: Path) -> tuple:
+        return _build(self.model_name, toy_root, tmp_path, self.overrides)
+
+    @pytest.fixture
+    def users(self) -> torch.Tensor:
+        return torch.arange(1, 25)
+
+    # ------------------------------------------------------------------ training
+    def test_loss_finite_and_decreases(self, fresh: tuple) -> None:
+        config, train_data, *_, model, _trainer = fresh
+        model.train()
+        batch = next(iter(train_data)).to(config["device"])
+        optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+        losses = []
+        for _ in range(8):
+            optimiser.zero_grad()
+            loss = model.calculate_loss(batch)
+            assert loss.numel() == 1 and torch.isfinite(loss).all()  # RecBole: shape [] or [1]
+            loss.backward()
+            optimiser.step()
+            losses.append(float(loss))
+        assert losses[-1] < losses[0], losses
+
+    def test_beats_popularity(self, fitted: Fitted, toy_root: Path, tmp_path_factory) -> None:
+        workdir = tmp_path_factory.getbasetemp() / "pop"
+        workdir.mkdir(exist_ok=True)
+        pop = popularity_result(str(toy_root), str(workdir))
+        for metric in ("recall@20", "ndcg@20"):
+            assert fitted.valid_result[metric] > pop[metric], (metric, fitted.valid_result, pop)
+
+    # ------------------------------------------------------------------ scoring
+    def test_full_sort_agrees_with_predict(self, fitted: Fitted, users: torch.Tensor) -> None:
+        model, config = fitted.model, fitted.config
+        model.eval()
+        full = score_users(model, users, config["USER_ID_FIELD"])
+        n_items = full.shape[1]
+        assert n_items == fitted.train_data._dataset.item_num
+        pairs = Interaction(
+            {
+                config["USER_ID_FIELD"]: users.repeat_interleave(n_items),
+                config["ITEM_ID_FIELD"]: torch.arange(n_items).repeat(users.numel()),
+            }
+        )
+        with torch.no_grad():
+            single = model.predict(pairs).view(users.numel(), n_items)
+        torch.testing.assert_close(single.float(), full.float(), rtol=1e-5, atol=1e-5)
+
+    def test_evaluation_is_deterministic(self, fitted: Fitted, users: torch.Tensor) -> None:
+        model, trainer, uid = fitted.model, fitted.trainer, fitted.config["USER_ID_FIELD"]
+        first = trainer.evaluate(fitted.valid_data, load_best_model=False)
+        second = trainer.evaluate(fitted.valid_data, load_best_model=False)
+        assert dict(first) == dict(second)
+        model.eval()
+        scores = score_users(model, users, uid)
+        model.train()  # drops the plugin's evaluation cache: the next call recomputes
+        model.eval()
+        assert torch.equal(scores, score_users(model, users, uid))
+
+    def test_cache_dropped_when_training_resumes(self, fresh: tuple, users: torch.Tensor) -> None:
+        config, train_data, *_, model, _trainer = fresh
+        if not is_plugin_model(self.model_name):
+            pytest.skip("RecBole built-in: no plugin evaluation cache")
+        uid = config["USER_ID_FIELD"]
+        model.eval()
+        before = score_users(model, users, uid)
+        assert model._cache is not None
+        model.train()
+        assert model._cache is None
+        optimiser = torch.optim.Adam(model.parameters(), lr=0.01)
+        optimiser.zero_grad()
+        model.calculate_loss(next(iter(train_data)).to(config["device"])).backward()
+        optimiser.step()
+        model.eval()
+        after = score_users(model, users, uid)
+        assert not torch.equal(before, after)
+        with torch.no_grad():
+            user_e, item_e = model.compute_representations()
+        torch.testing.assert_close(after, user_e[users] @ item_e.T)
+
+    # ------------------------------------------------------------------ persistence
+    def test_state_dict_round_trip(
+        self, fitted: Fitted, toy_root: Path, tmp_path: Path, users: torch.Tensor
+    ) -> None:
+        model, uid = fitted.model, fitted.config["USER_ID_FIELD"]
+        model.eval()
+        expected = score_users(model, users, uid)
+        path = tmp_path / "weights.pt"
+        torch.save(model.state_dict(), path)
+        overrides = {**self.overrides, "seed": 12345}  # a different initialisation
+        *_, restored, _trainer = _build(self.model_name, toy_root, tmp_path, overrides)
+        restored.load_state_dict(torch.load(path, weights_only=True))
+        restored.eval()
+        assert torch.equal(expected, score_users(restored, users, uid))
+
+    def test_same_seed_same_model(self, fresh: tuple, toy_root: Path, tmp_path: Path) -> None:
+        *_, model, _trainer = fresh
+        *_, again, _ = _build(self.model_name, toy_root, tmp_path, self.overrides)
+        first, second = model.state_dict(), again.state_dict()
+        assert first.keys() == second.keys()
+        assert all(torch.equal(first[key], second[key]) for key in first)
+
+    # ------------------------------------------------------------------ masking
+    def test_pad_and_training_items_never_in_top_k(self, fitted: Fitted) -> None:
+        trainer, config = fitted.trainer, fitted.config
+        train = fitted.train_data._dataset.inter_matrix(form="csr").toarray() > 0
+        trainer.tot_item_num = fitted.train_data._dataset.item_num
+        fitted.model.eval()
+        for loader in (fitted.valid_data, fitted.test_data):
+            for batch in loader:
+                with torch.no_grad():
+                    interaction, scores, _, _ = trainer._full_sort_batch_eval(batch)
+                top = scores.topk(TOP_K, dim=1).indices.cpu().numpy()
+                users = interaction[config["USER_ID_FIELD"]].cpu().numpy()
+                assert not (top == 0).any()
+                assert not train[users[:, None], top].any()

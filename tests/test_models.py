@@ -1,0 +1,263 @@
+"""Every supported model against the shared contract, plus the baselines' own checks.
+
+Adding a model to the contract takes three lines (see ``tests/model_contract.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from recbole_fitmm.config import PROPERTIES, Config
+from recbole_fitmm.data.synthetic import SyntheticSpec, generate, write_atomic
+from recbole_fitmm.errors import ConfigError
+from recbole_fitmm.model import graph
+from recbole_fitmm.model.dragon import DRAGON, DRAGONParams
+from recbole_fitmm.model.freedom import FREEDOM, FREEDOMParams
+from recbole_fitmm.model.lgmrec import LGMRec, LGMRecParams
+from recbole_fitmm.model.vbpr import VBPR, VBPRParams
+from recbole_fitmm.quick_start import data_preparation
+from recbole_fitmm.utils import create_dataset
+from tests.conftest import toy_config
+from tests.model_contract import ModelContract
+
+
+# ---------------------------------------------------------------------------- the contract
+class TestBPR(ModelContract):
+    model_name = "BPR"
+
+
+class TestLightGCN(ModelContract):
+    model_name = "LightGCN"
+
+
+class TestVBPR(ModelContract):
+    model_name = "VBPR"
+
+
+class TestFREEDOM(ModelContract):
+    model_name = "FREEDOM"
+
+
+class TestLGMRec(ModelContract):
+    model_name = "LGMRec"
+
+
+class TestDRAGON(ModelContract):
+    model_name = "DRAGON"
+    overrides = {"learning_rate": 0.01}  # the paper's 1e-4 is too slow for a 10-epoch fit
+
+
+# ---------------------------------------------------------------------------- helpers
+PARAMS = {
+    "VBPR": VBPRParams,
+    "FREEDOM": FREEDOMParams,
+    "LGMRec": LGMRecParams,
+    "DRAGON": DRAGONParams,
+}
+MODELS = {"VBPR": VBPR, "FREEDOM": FREEDOM, "LGMRec": LGMRec, "DRAGON": DRAGON}
+#: Keys a model yaml may set besides its hyperparameters: the trainer's, read by RecBole.
+TRAINER_KEYS = {"learning_rate", "train_batch_size", "epochs", "weight_decay"}
+
+
+@pytest.fixture(scope="module")
+def tri_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small dataset with three modalities (image, text, audio)."""
+    root = tmp_path_factory.mktemp("tri")
+    spec = SyntheticSpec(
+        n_users=60,
+        n_items=50,
+        n_topics=3,
+        modalities={"image": 8, "text": 6, "audio": 5},
+        mean_inter=8,
+        seed=3,
+    )
+    write_atomic(generate(spec), root, "tri")
+    return root
+
+
+def build(model: str, root: Path, dataset: str = "toy", **overrides: Any) -> tuple:
+    """Config, training dataloader and a fresh model for ``model`` on ``root/dataset``."""
+    config = Config(model, dataset, config_dict=toy_config(root, **overrides))
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    return config, train_data, MODELS[model](config, train_data._dataset)
+
+
+# ---------------------------------------------------------------------------- configuration
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_yaml_keys_match_params(name: str) -> None:
+    keys = set(yaml.safe_load((PROPERTIES / "model" / f"{name}.yaml").read_text()))
+    fields = {field.name for field in dataclasses.fields(PARAMS[name])}
+    assert keys - TRAINER_KEYS == fields
+
+
+@pytest.mark.parametrize("name", sorted(PARAMS))
+def test_params_fail_clearly(name: str) -> None:
+    values = yaml.safe_load((PROPERTIES / "model" / f"{name}.yaml").read_text())
+    assert PARAMS[name].from_config(values, name)  # the defaults are valid
+    missing = {k: v for k, v in values.items() if k != "reg_weight"}
+    with pytest.raises(ConfigError, match="reg_weight"):
+        PARAMS[name].from_config(missing, name)
+    with pytest.raises(ConfigError, match="embedding_size"):
+        PARAMS[name].from_config({**values, "embedding_size": "64"}, name)
+    with pytest.raises(ConfigError, match="embedding_size"):
+        PARAMS[name].from_config({**values, "embedding_size": 0}, name)
+
+
+def test_params_are_frozen() -> None:
+    params = VBPRParams(embedding_size=8, reg_weight=0.0)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.reg_weight = 1.0  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------- shared graph code
+def _random_interactions(n_users: int, n_items: int, n: int, seed: int) -> tuple:
+    rng = np.random.default_rng(seed)
+    return rng.integers(1, n_users, n), rng.integers(1, n_items, n)
+
+
+def test_user_cooccurrence_graph_matches_brute_force() -> None:
+    users, items = _random_interactions(30, 25, 150, seed=0)
+    k = 4
+    got = graph.user_cooccurrence_graph(users, items, 30, k).to_dense()
+    dense = np.zeros((30, 25))
+    dense[users, items] = 1.0
+    counts = dense @ dense.T
+    np.fill_diagonal(counts, 0)
+    expected = np.zeros((30, 30))
+    for u in range(30):
+        order = sorted(range(30), key=lambda v: (-counts[u, v], v))[:k]
+        kept = [v for v in order if counts[u, v] > 0]
+        if kept:
+            weights = np.exp(counts[u, kept] - counts[u, kept].max())
+            expected[u, kept] = weights / weights.sum()
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-6, atol=1e-7)
+    assert got[0].abs().sum() == 0 and torch.diagonal(got).abs().sum() == 0
+
+
+def test_degree_sensitive_pruning_keeps_a_normalised_sample() -> None:
+    users, items = _random_interactions(40, 30, 300, seed=1)
+    pairs = np.unique(np.stack([users, items]), axis=1)
+    u, i = torch.from_numpy(pairs[0]), torch.from_numpy(pairs[1])
+    torch.manual_seed(0)
+    adj = graph.degree_sensitive_pruning(u, i, 40, 30, drop_ratio=0.8).to_dense()
+    assert torch.count_nonzero(adj) == 2 * int(pairs.shape[1] * 0.2)
+    assert torch.equal(adj, adj.T)
+    block = adj[:40, 40:]
+    kept = block > 0
+    du, di = kept.sum(1, keepdim=True).float(), kept.sum(0, keepdim=True).float()
+    torch.testing.assert_close(block[kept], (du * di).rsqrt().expand_as(block)[kept])
+    full = graph.degree_sensitive_pruning(u, i, 40, 30, drop_ratio=0.0).to_dense()
+    torch.testing.assert_close(full, graph.bipartite_adjacency(u, i, 40, 30).to_dense())
+
+
+def test_degree_sensitive_pruning_prefers_low_degree_edges() -> None:
+    # user 1 holds 20 edges (high degree); users 2..11 one edge each to fresh items.
+    u = torch.tensor([1] * 20 + list(range(2, 12)))
+    i = torch.tensor(list(range(1, 21)) + list(range(21, 31)))
+    torch.manual_seed(0)
+    kept_low = 0
+    for _ in range(50):
+        adj = graph.degree_sensitive_pruning(u, i, 12, 31, drop_ratio=0.5).to_dense()
+        kept_low += int((adj[2:12, 12:] > 0).sum())
+    assert kept_low / 50 > 10 * 15 / 30  # above the uniform-sampling expectation
+
+
+def test_modality_weights_generalise_the_image_weight() -> None:
+    assert graph.modality_weights(["text"], 0.1) == [1.0]
+    assert graph.modality_weights(["image", "audio"], 0.1) == [0.1, 0.9]
+    assert graph.modality_weights(["text", "image", "audio"], 0.2) == pytest.approx([0.4, 0.2, 0.4])
+    assert graph.modality_weights(["text", "audio"], 0.1) == [0.5, 0.5]
+    with pytest.raises(ValueError):
+        graph.modality_weights(["image", "text"], 1.5)
+
+
+def test_multimodal_knn_graph_is_the_weighted_sum() -> None:
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(20, 5, generator=gen), torch.randn(20, 3, generator=gen)
+    a[0], b[0] = 0, 0
+    mixed = graph.multimodal_knn_graph([a, b], [0.3, 0.7], k=4).to_dense()
+    expected = 0.3 * graph.knn_graph(a, 4).to_dense() + 0.7 * graph.knn_graph(b, 4).to_dense()
+    torch.testing.assert_close(mixed, expected)
+    assert mixed[0].abs().sum() == 0 and mixed[:, 0].abs().sum() == 0
+
+
+def test_interaction_matrix_counts_pairs_once() -> None:
+    users, items = np.array([1, 1, 1, 2]), np.array([1, 1, 2, 2])
+    assert graph.interaction_matrix(users, items, 3, 3).to_dense().tolist() == [
+        [0, 0, 0],
+        [0, 1, 1],
+        [0, 0, 1],
+    ]
+    mean = graph.interaction_matrix(users, items, 3, 3, row_normalise=True).to_dense()
+    assert mean.tolist() == [[0, 0, 0], [0, 0.5, 0.5], [0, 0, 1]]
+
+
+# ---------------------------------------------------------------------------- model specifics
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("modalities", [["text"], ["image", "text", "audio"]])
+def test_any_number_of_modalities(name: str, modalities: list[str], tri_root: Path) -> None:
+    config, train_data, model = build(name, tri_root, "tri", modalities=modalities)
+    loss = model.calculate_loss(next(iter(train_data)))
+    assert torch.isfinite(loss)
+    loss.backward()
+    model.eval()
+    user_e, item_e = model.cached_representations()
+    assert user_e.shape[0] == model.n_users and item_e.shape[0] == model.n_items
+
+
+def test_freedom_prunes_during_training_only(toy_root: Path) -> None:
+    _, _, model = build("FREEDOM", toy_root)
+    model.train()
+    first = model.pruned_adjacency()
+    assert model.pruned_adjacency() is first  # one sample per epoch
+    n_edges = model.edge_users.numel()
+    assert first._nnz() == 2 * int(n_edges * (1 - model.params.dropout))
+    model.train()  # next epoch
+    second = model.pruned_adjacency()
+    assert not torch.equal(first.indices(), second.indices())
+    model.eval()
+    user_e, item_e = model.cached_representations()
+    full_u, full_i = model.forward(model.norm_adj)
+    assert torch.equal(user_e, full_u) and torch.equal(item_e, full_i)
+    assert model.norm_adj._nnz() == 2 * n_edges
+
+
+def test_lgmrec_noise_only_in_training(toy_root: Path) -> None:
+    _, _, model = build("LGMRec", toy_root)
+    model.train()
+    with torch.no_grad():
+        noisy = [model.compute_representations()[1] for _ in range(2)]
+    assert not torch.equal(*noisy)
+    model.eval()
+    with torch.no_grad():
+        clean = [model.compute_representations()[1] for _ in range(2)]
+    assert torch.equal(*clean)
+
+
+def test_dragon_user_graph_and_untouched_batch(toy_root: Path) -> None:
+    _, train_data, model = build("DRAGON", toy_root)
+    coo = train_data._dataset.inter_matrix(form="coo")
+    expected = graph.user_cooccurrence_graph(coo.row, coo.col, model.n_users, 40).to_dense()
+    assert torch.equal(model.user_graph.to_dense(), expected)
+    batch = next(iter(train_data))
+    before = {key: value.clone() for key, value in batch.interaction.items()}
+    model.calculate_loss(batch).backward()
+    assert all(torch.equal(before[key], batch[key]) for key in before)
+
+
+def test_models_run_on_cpu_without_cuda_calls(toy_root: Path, monkeypatch) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a model touched CUDA")
+
+    monkeypatch.setattr(torch.Tensor, "cuda", refuse)
+    for name in MODELS:
+        _, train_data, model = build(name, toy_root)
+        model.calculate_loss(next(iter(train_data))).backward()
+        assert all(p.device.type == "cpu" for p in model.parameters())
