@@ -126,9 +126,10 @@ def evaluate_checkpoint(config: Any, checkpoint: str | Path) -> tuple[dict[str, 
         The test result of ``trainer.evaluate`` and the per-user metrics.
     """
     init_seed(config["seed"], config["reproducibility"])
-    _, _, test_data = data_preparation(config, create_dataset(config))
+    train_data, _, test_data = data_preparation(config, create_dataset(config))
     init_seed(config["seed"], config["reproducibility"])
-    model = get_model(config["model"])(config, test_data._dataset).to(config["device"])
+    # Graphs are built from the dataset the model receives: it must be the training split.
+    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     result = trainer.evaluate(test_data, load_best_model=True, model_file=str(checkpoint))
     return {k: float(v) for k, v in result.items()}, per_user_metrics(trainer, test_data)

@@ -14,6 +14,7 @@ from recbole_fitmm.compare import (
     PerUser,
     RunRecord,
     compare,
+    evaluate_checkpoint,
     paired_pvalue,
     per_user_metrics,
     seed_averaged,
@@ -21,7 +22,7 @@ from recbole_fitmm.compare import (
 )
 from recbole_fitmm.config import Config
 from recbole_fitmm.errors import ConfigError
-from recbole_fitmm.quick_start import data_preparation
+from recbole_fitmm.quick_start import data_preparation, run_recbole_fitmm
 from recbole_fitmm.utils import create_dataset, get_model, get_trainer
 from tests.conftest import toy_config
 
@@ -152,3 +153,11 @@ def test_per_user_metrics_reproduce_the_trainer(toy_root: Path) -> None:
     assert len(got.users) == len(set(got.users.tolist())) == len(test_data.uid_list)
     for key in TEST_KEYS:
         assert round(float(got.values[key].mean()), 4) == pytest.approx(expected[key], abs=1e-4)
+
+
+def test_checkpoint_reevaluation_rebuilds_the_training_graph(toy_root: Path) -> None:
+    config = toy_config(toy_root, epochs=2, checkpoint_dir="saved")
+    result = run_recbole_fitmm("FREEDOM", "toy", config_dict=config)
+    test, per_user = evaluate_checkpoint(result["config"], result["checkpoint"])
+    assert test == result["test_result"]
+    assert round(float(per_user.values["recall@20"].mean()), 4) == test["recall@20"]
