@@ -14,7 +14,10 @@ internal defaults):
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +30,20 @@ PROPERTIES = ROOT / "properties"
 DATASET_ATOMIC = ROOT / "dataset_atomic"
 
 #: Dataset-hook keys; they belong to RecBole's "Dataset" parameter group (its cache check).
-PLUGIN_DATASET_ARGS = ["modalities", "user_modality", "feature_policy"]
+PLUGIN_DATASET_ARGS = [
+    "modalities",
+    "user_modality",
+    "feature_policy",
+    "duplicate_policy",
+    "cold_user_policy",
+]
 TEST_MASKS = ("train_only", "train_valid")
+FEATURE_POLICIES = ("strict", "lenient")
+DUPLICATE_POLICIES = ("error", "drop")
+COLD_USER_POLICIES = ("drop", "error", "keep")
+LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam")
+#: A modality name becomes part of a file name: ``<dataset>.<modality>.npy``.
+MODALITY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 class Config(RecBoleConfig):
@@ -49,7 +64,15 @@ class Config(RecBoleConfig):
         config_file_list: list[str] | None = None,
         config_dict: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(model, dataset, config_file_list, config_dict)
+        try:
+            super().__init__(model, dataset, config_file_list, config_dict)
+        except ConfigError:
+            raise
+        except OSError as err:
+            raise ConfigError(f"cannot read a configuration file: {err}") from None
+        except (ValueError, TypeError, KeyError, NotImplementedError, RuntimeError) as err:
+            # RecBole's own checks (topk, metrics, eval_args...) and yaml errors.
+            raise ConfigError(f"invalid configuration: {err}") from None
         self._check_plugin_values()
 
     def _init_parameters_category(self) -> None:
@@ -94,12 +117,97 @@ class Config(RecBoleConfig):
             self.parameters["Dataset"] += [k for k in values if k not in self.parameters["Dataset"]]
 
     def _check_plugin_values(self) -> None:
-        mask = self.final_config_dict.get("test_mask")
-        if mask not in TEST_MASKS:
-            raise ConfigError(f"test_mask is {mask!r}; expected one of {TEST_MASKS}")
+        from recbole_fitmm.utils import is_plugin_model
+
+        check_values(self.final_config_dict, plugin_model=is_plugin_model(self.model))
         data_path = self.final_config_dict["data_path"]
         if not os.path.isdir(data_path):
             raise ConfigError(
                 f"dataset folder {data_path} does not exist; convert the data first "
                 "(python -m recbole_fitmm.data.convert) or set data_path"
             )
+
+
+def _int(values: Mapping[str, Any], key: str, minimum: int) -> None:
+    value = values.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{key} is {value!r}; expected an integer >= {minimum}")
+
+
+def _choice(values: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> None:
+    if values.get(key) not in choices:
+        raise ConfigError(f"{key} is {values.get(key)!r}; expected one of {', '.join(choices)}")
+
+
+def _modalities(values: Mapping[str, Any], plugin_model: bool) -> None:
+    modalities = values.get("modalities")
+    names = [modalities] if isinstance(modalities, str) else modalities
+    if names is not None and (
+        not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)
+    ):
+        raise ConfigError(f"modalities is {modalities!r}; expected a list of names")
+    names = list(names or [])
+    if plugin_model and not names:
+        raise ConfigError(
+            f"{values.get('model')} needs item features: set modalities, e.g. [image, text] "
+            "(files <dataset>.<modality>.npy)"
+        )
+    user = values.get("user_modality")
+    for name in [*names, *([user] if user is not None else [])]:
+        if not isinstance(name, str) or not MODALITY_NAME.fullmatch(name):
+            raise ConfigError(
+                f"modality name {name!r} is not a plain file-name part (letters, digits, _ and -)"
+            )
+    if len(set(names)) != len(names):
+        raise ConfigError(f"modalities lists a modality twice: {names}")
+    if user is not None and user in names:
+        raise ConfigError(f"user_modality {user!r} is also an item modality; use another file")
+
+
+def check_values(values: Mapping[str, Any], plugin_model: bool = False) -> None:
+    """Check the plugin-level configuration values (models check their own hyperparameters).
+
+    Args:
+        values: The resolved configuration (``Config.final_config_dict``).
+        plugin_model: The model is one of the plugin's multimodal models (needs modalities).
+
+    Raises:
+        ConfigError: The first value out of range, naming the key, the value and what is allowed.
+    """
+    _choice(values, "test_mask", TEST_MASKS)
+    _choice(values, "feature_policy", FEATURE_POLICIES)
+    _choice(values, "duplicate_policy", DUPLICATE_POLICIES)
+    _choice(values, "cold_user_policy", COLD_USER_POLICIES)
+    _modalities(values, plugin_model)
+    for key in ("epochs", "train_batch_size", "eval_batch_size"):
+        _int(values, key, 1)
+    _int(values, "stopping_step", 0)
+    _int(values, "eval_step", -(2**31))
+    _int(values, "seed", -(2**63))
+    rate = values.get("learning_rate")
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf:
+        raise ConfigError(f"learning_rate is {rate!r}; expected a number > 0")
+    decay = values.get("weight_decay")
+    if decay is not None and (
+        isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0 <= decay < math.inf
+    ):
+        raise ConfigError(f"weight_decay is {decay!r}; expected a number >= 0")
+    learner = values.get("learner")
+    if not isinstance(learner, str) or learner.lower() not in LEARNERS:
+        raise ConfigError(f"learner is {learner!r}; expected one of {', '.join(LEARNERS)}")
+    topk = values.get("topk") or []
+    if not topk or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in topk):
+        raise ConfigError(f"topk is {values.get('topk')!r}; expected positive integers")
+    metrics = [str(m).lower() for m in values.get("metrics") or []]
+    valid_metric = values.get("valid_metric")
+    if not isinstance(valid_metric, str):
+        raise ConfigError(f"valid_metric is {valid_metric!r}; expected e.g. Recall@20")
+    name, at, k = valid_metric.lower().partition("@")
+    if name not in metrics or (at and (not k.isdigit() or int(k) not in topk)):
+        raise ConfigError(
+            f"valid_metric {valid_metric!r} is not computed: metrics are {values.get('metrics')} "
+            f"at topk {topk}"
+        )
+    resume = values.get("resume_from")
+    if resume is not None and (not isinstance(resume, str) or not resume):
+        raise ConfigError(f"resume_from is {resume!r}; expected a checkpoint path or 'latest'")

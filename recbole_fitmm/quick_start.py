@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -11,7 +14,9 @@ import torch
 from recbole.data import data_preparation as recbole_data_preparation
 from recbole.utils import init_logger, init_seed
 
+from recbole_fitmm.checkpoint import find_latest
 from recbole_fitmm.config import Config
+from recbole_fitmm.provenance import build_provenance, write_json
 from recbole_fitmm.utils import create_dataset, get_model, get_trainer
 
 
@@ -50,6 +55,7 @@ def run_recbole_fitmm(
     config_file_list: list[str] | None = None,
     config_dict: dict[str, Any] | None = None,
     saved: bool = True,
+    resume_from: str | Path | None = None,
 ) -> dict[str, Any]:
     """Train one model on one dataset, select on validation, then test once.
 
@@ -62,13 +68,55 @@ def run_recbole_fitmm(
         config_file_list: Extra yaml files.
         config_dict: Extra configuration values.
         saved: Keep the best checkpoint and test with it (otherwise the last weights are tested).
+        resume_from: Continue an interrupted run from its ``*.last.pth`` checkpoint, or
+            ``"latest"`` for the newest one of this model and dataset in ``checkpoint_dir``
+            (default: the ``resume_from`` configuration value). With the same configuration the
+            result equals that of an uninterrupted run.
+
+    With ``reproducibility: True`` (the default) a CPU run uses torch's deterministic algorithms,
+    so two runs with the same seed give the same weights and metrics. On a GPU only RecBole's
+    cuDNN settings apply (sparse products accumulate in a nondeterministic order there).
 
     Returns:
         ``model``, ``dataset``, ``best_valid_score``, ``valid_score_bigger``,
         ``best_valid_result``, ``test_result`` (metric -> float), ``train_seconds``,
-        ``checkpoint`` (path or ``None``) and ``config`` (the resolved ``Config``).
+        ``checkpoint`` (best checkpoint path or ``None``), ``last_checkpoint`` (resumable
+        checkpoint or ``None``), ``result_file`` (JSON beside the checkpoint or ``None``),
+        ``provenance`` (plain data: configuration, versions, dataset fingerprint) and ``config``
+        (the resolved ``Config``).
+
+    Raises:
+        ConfigError: Invalid configuration.
+        DataError: Missing or malformed data.
+        CheckpointError: ``resume_from`` is unreadable or belongs to another model or dataset.
     """
     config = Config(model, dataset, config_file_list, config_dict)
+    cpu = torch.device(config["device"]).type == "cpu"
+    with deterministic(bool(config["reproducibility"]) and cpu):
+        return _run(config, saved, resume_from)
+
+
+@contextmanager
+def deterministic(enabled: bool) -> Iterator[None]:
+    """Use torch's deterministic algorithms inside the block (``reproducibility: True``).
+
+    Multi-threaded CPU kernels (e.g. the accumulation behind ``embedding[index]`` gradients)
+    otherwise differ in the last bits from run to run. Operations without a deterministic
+    version only warn. The previous setting is restored on exit.
+
+    Args:
+        enabled: Turn deterministic algorithms on (off: torch's default kernels).
+    """
+    previous = torch.are_deterministic_algorithms_enabled()
+    previous_warn = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
+
+
+def _run(config: Config, saved: bool, resume_from: str | Path | None) -> dict[str, Any]:
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = logging.getLogger()
@@ -82,6 +130,11 @@ def run_recbole_fitmm(
     net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
     logger.info(net)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
+    resume = resume_from or config["resume_from"]
+    if resume == "latest":
+        resume = find_latest(config["checkpoint_dir"], config["model"], config["dataset"])
+    if resume:
+        trainer.resume_checkpoint(resume)
 
     start = time.perf_counter()
     best_valid_score, best_valid_result = trainer.fit(
@@ -91,7 +144,8 @@ def run_recbole_fitmm(
     test_result = trainer.evaluate(
         test_data, load_best_model=saved, show_progress=config["show_progress"]
     )
-    return {
+    provenance = getattr(trainer, "provenance", None) or build_provenance(config)
+    result = {
         "model": config["model"],
         "dataset": config["dataset"],
         "best_valid_score": float(best_valid_score),
@@ -100,8 +154,18 @@ def run_recbole_fitmm(
         "test_result": _floats(test_result),
         "train_seconds": train_seconds,
         "checkpoint": trainer.saved_model_file if saved else None,
+        "last_checkpoint": getattr(trainer, "last_model_file", None) if saved else None,
+        "result_file": None,
+        "provenance": provenance,
         "config": config,
     }
+    if saved:
+        best = Path(trainer.saved_model_file)
+        result["result_file"] = str(best.with_name(best.name[: -len(".pth")] + ".result.json"))
+        record = {k: v for k, v in result.items() if k != "config"}
+        record["resumed_from"] = str(resume) if resume else None
+        write_json(result["result_file"], record)
+    return result
 
 
 def objective_function(

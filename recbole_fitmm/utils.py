@@ -47,38 +47,87 @@ def get_model(name: str) -> type:
 
 
 def get_trainer(model_type: Any, model_name: str) -> type:
-    """The trainer class for a model: the plugin's ``<Model>Trainer`` if any, else RecBole's."""
+    """The trainer class for a model, with the plugin's safe, resumable checkpoints.
+
+    A plugin model's own ``<Model>Trainer`` if its module defines one, else RecBole's trainer for
+    the model; for general and traditional models (plugin and built-in) the result always has
+    :class:`recbole_fitmm.trainer.CheckpointMixin` in front. Other model types (sequential,
+    context-aware, knowledge-based) keep RecBole's trainer.
+
+    Args:
+        model_type: The model's ``ModelType``.
+        model_name: The model's name.
+
+    Returns:
+        A trainer class taking ``(config, model)``.
+    """
+    from recbole.trainer import Trainer as RecBoleTrainer
+    from recbole.utils import ModelType
+
+    from recbole_fitmm.trainer import with_checkpoints
+
+    trainer = None
     if model_name in PLUGIN_MODELS:
         module = importlib.import_module(PLUGIN_MODELS[model_name])
         trainer = getattr(module, f"{model_name}Trainer", None)
-        if trainer is not None:
-            return trainer
-    return recbole_get_trainer(model_type, model_name)
+    if trainer is None:
+        trainer = recbole_get_trainer(model_type, model_name)
+    general = model_name in PLUGIN_MODELS or model_type in (
+        ModelType.GENERAL,
+        ModelType.TRADITIONAL,
+    )
+    if general and issubclass(trainer, RecBoleTrainer):
+        return with_checkpoints(trainer)
+    return trainer
 
 
 def check_dataset_files(config: Any) -> None:
-    """Fail early, with the path, when the dataset folder or a split file is missing.
+    """Fail early, naming the file and the problem, on a missing or malformed dataset.
 
-    RecBole would otherwise try to download an unknown dataset and may prompt on stdin.
+    Checks the dataset folder (RecBole would otherwise try to download an unknown dataset and may
+    prompt on stdin), then every atomic file RecBole will read: present, non-empty, well-formed
+    header and rows, ids present (:func:`recbole_fitmm.data.validate.check_atomic_file`).
+
+    Raises:
+        DataError: The first problem found.
     """
+    from recbole_fitmm.data.validate import atomic_files, check_atomic_file
+
     folder = Path(config["data_path"])
-    name = config["dataset"]
     if not folder.is_dir():
         raise DataError(f"dataset folder {folder} does not exist")
-    parts = config["benchmark_filename"]
-    files = (
-        [folder / f"{name}.{part}.inter" for part in parts] if parts else [folder / f"{name}.inter"]
-    )
-    for path in files:
+    for path, source in atomic_files(config):
         if not path.is_file():
-            raise DataError(f"interaction file {path} does not exist")
+            what = "interaction" if source == "inter" else f"{source} feature"
+            raise DataError(f"{what} file {path} does not exist")
+        check_atomic_file(path, source, config)
 
 
 def create_dataset(config: Any) -> Any:
-    """Build the dataset: the multimodal hook for plugin models, RecBole's dataset otherwise."""
+    """Build the dataset after checking its files, then apply the interaction policies.
+
+    Plugin models get the multimodal hook (:class:`~recbole_fitmm.data.dataset.MultiModalDataset`),
+    other models RecBole's dataset. Duplicate and cold-user interactions are then handled as
+    ``duplicate_policy`` and ``cold_user_policy`` say
+    (:func:`~recbole_fitmm.data.validate.apply_interaction_policies`).
+
+    Args:
+        config: The run's configuration.
+
+    Returns:
+        The dataset, not yet split.
+
+    Raises:
+        DataError: A file is missing or malformed, or a policy refuses the data.
+    """
+    from recbole_fitmm.data.validate import apply_interaction_policies
+
     check_dataset_files(config)
     if is_plugin_model(config["model"]):
         from recbole_fitmm.data.dataset import MultiModalDataset
 
-        return MultiModalDataset(config)
-    return recbole_create_dataset(config)
+        dataset = MultiModalDataset(config)
+    else:
+        dataset = recbole_create_dataset(config)
+    apply_interaction_policies(dataset, config)
+    return dataset

@@ -14,7 +14,9 @@ token r), used by FITMM's optional user kNN graph.
 
 ``feature_policy`` decides what happens when the tokens and the rows do not match one to one:
 ``strict`` (default) raises :class:`~recbole_fitmm.errors.DataError`; ``lenient`` gives items
-without a row a zero vector and ignores rows without an item, with a warning for each.
+without a row a zero vector and ignores rows without an item, with a warning for each. Under both
+policies, feature files that disagree on the number of rows are an error (row r would not describe
+the same item everywhere), and so are NaN or infinite values, non-float, pickled or non-2-D arrays.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ import torch
 from recbole.data.dataset import Dataset
 from torch import Tensor
 
+from recbole_fitmm.config import FEATURE_POLICIES
 from recbole_fitmm.errors import ConfigError, DataError
 
-FEATURE_POLICIES = ("strict", "lenient")
+__all__ = ["FEATURE_POLICIES", "MultiModalDataset", "align_rows", "read_feature_file", "token_rows"]
 
 
 def read_feature_file(path: Path) -> np.ndarray:
@@ -48,12 +51,18 @@ def read_feature_file(path: Path) -> np.ndarray:
     """
     if not path.is_file():
         raise DataError(f"feature file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise DataError(f"feature file {path} is empty (0 bytes)")
     try:
         raw = np.load(path, allow_pickle=False, mmap_mode="r")
     except ValueError as err:
-        raise DataError(f"feature file {path} is not a plain numeric .npy array ({err})") from err
-    except OSError as err:
-        raise DataError(f"feature file {path} cannot be read as .npy ({err})") from err
+        raise DataError(f"feature file {path} is not a plain numeric .npy array ({err})") from None
+    except (OSError, EOFError) as err:
+        raise DataError(f"feature file {path} cannot be read as .npy ({err})") from None
+    if not isinstance(raw, np.ndarray):
+        if hasattr(raw, "close"):
+            raw.close()
+        raise DataError(f"feature file {path} is an .npz archive; save one matrix with np.save")
     if raw.ndim != 2:
         raise DataError(
             f"feature file {path} has shape {raw.shape}; expected a 2-D matrix [items, dim]"
@@ -64,7 +73,8 @@ def read_feature_file(path: Path) -> np.ndarray:
         )
     if raw.shape[0] == 0 or raw.shape[1] == 0:
         raise DataError(f"feature file {path} is empty (shape {raw.shape})")
-    matrix = np.asarray(raw, dtype=np.float32)
+    with np.errstate(over="ignore"):  # float64 beyond float32 becomes inf, reported below
+        matrix = np.asarray(raw, dtype=np.float32)
     finite = np.isfinite(matrix)
     if not finite.all():
         bad_rows = np.flatnonzero(~finite.all(axis=1))
@@ -87,19 +97,31 @@ def token_rows(tokens: np.ndarray, field: str, source: str) -> np.ndarray:
         Int64 array [n] of row numbers.
 
     Raises:
-        DataError: A token is not a non-negative integer.
+        DataError: A token is not a non-negative integer (digits only), or two tokens name the
+            same row (``"7"`` and ``"007"``).
     """
+    bad = next((t for t in tokens if not str(t).isdigit() or not str(t).isascii()), None)
+    if bad is not None:
+        raise DataError(
+            f"{source}: {field} token {bad!r} is not a non-negative integer; feature rows are "
+            "matched to tokens by number (row r = token r). Convert the data with "
+            "`python -m recbole_fitmm.data.convert`."
+        )
     try:
         rows = np.asarray([int(t) for t in tokens], dtype=np.int64)
-    except ValueError:
-        bad = next(t for t in tokens if not str(t).lstrip("+").isdigit())
+    except OverflowError:
+        big = max(tokens, key=lambda t: len(str(t)))
         raise DataError(
-            f"{source}: {field} token {bad!r} is not an integer; feature rows are matched to "
-            "tokens by number (row r = token r). Convert the data with "
-            "`python -m recbole_fitmm.data.convert`."
+            f"{source}: {field} token {big!r} is too large to be a row number"
         ) from None
-    if len(rows) and rows.min() < 0:
-        raise DataError(f"{source}: {field} token {rows.min()} is negative")
+    unique, counts = np.unique(rows, return_counts=True)
+    if len(unique) < len(rows):
+        row = unique[counts > 1][0]
+        same = [str(tokens[i]) for i in np.flatnonzero(rows == row)[:2]]
+        raise DataError(
+            f"{source}: {field} tokens {same[0]!r} and {same[1]!r} both name feature row {row}; "
+            "write tokens without leading zeros"
+        )
     return rows
 
 
@@ -171,17 +193,24 @@ class MultiModalDataset(Dataset):
         folder = Path(self.dataset_path)
         item_tokens = self.field2id_token[self.iid_field][1:]
         item_rows = token_rows(item_tokens, self.iid_field, str(folder))
-        self.modal_feats: dict[str, Tensor] = {}
-        n_rows: dict[str, int] = {}
-        for name in modalities:
-            path = folder / f"{self.dataset_name}.{name}.npy"
-            matrix = read_feature_file(path)
-            n_rows[str(path)] = matrix.shape[0]
-            self.modal_feats[name] = torch.from_numpy(
-                align_rows(matrix, item_rows, path, policy, "item")
-            )
+        matrices = {
+            name: read_feature_file(folder / f"{self.dataset_name}.{name}.npy")
+            for name in modalities
+        }
+        n_rows = {f"{self.dataset_name}.{name}.npy": m.shape[0] for name, m in matrices.items()}
         if len(set(n_rows.values())) > 1:
-            raise DataError(f"feature files disagree on the number of item rows: {n_rows}")
+            raise DataError(
+                f"feature files in {folder} disagree on the number of item rows: {n_rows}; "
+                "row r of every file must describe the same item"
+            )
+        self.modal_feats: dict[str, Tensor] = {
+            name: torch.from_numpy(
+                align_rows(
+                    matrix, item_rows, folder / f"{self.dataset_name}.{name}.npy", policy, "item"
+                )
+            )
+            for name, matrix in matrices.items()
+        }
         self.user_feat: Tensor | None = None
         user_modality = config["user_modality"]
         if user_modality:

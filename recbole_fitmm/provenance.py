@@ -1,0 +1,257 @@
+"""What a result or checkpoint was made from: plain configuration, versions, dataset fingerprint.
+
+Every checkpoint and result file the plugin writes carries a *provenance* record, both inside the
+file (as plain data, so ``torch.load(weights_only=True)`` reads it) and in a JSON sidecar beside
+it (``<file>.json``):
+
+* ``config``: the resolved configuration as plain YAML/JSON data (enums by name, devices as text);
+* ``config_input``: the subset that rebuilds the same configuration
+  (:func:`recbole_fitmm.checkpoint.load_model` feeds it back as ``config_dict``);
+* ``versions``: python, torch, recbole, numpy, scipy, pandas, recbole_fitmm;
+* ``dataset_fingerprint``: sha256 of every split and feature file the run read, by role
+  (``train.inter``, ``image.npy``...), and one sha256 over all of them. Loading or resuming a
+  checkpoint against data with another fingerprint fails with
+  :class:`~recbole_fitmm.errors.CheckpointError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import platform
+import time
+from collections.abc import Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recbole_fitmm.io import atomic_write_text
+
+#: Keys ``Config`` derives itself; feeding them back would be wrong (``data_path`` gets the
+#: dataset name appended, enums would arrive as strings) or pointless.
+DERIVED_KEYS = frozenset(
+    {
+        "model",
+        "dataset",
+        "data_path",
+        "MODEL_TYPE",
+        "MODEL_INPUT_TYPE",
+        "eval_type",
+        "device",
+        "single_spec",
+        "local_rank",
+        "valid_metric_bigger",
+        "valid_neg_sample_args",
+        "test_neg_sample_args",
+        "resume_from",
+    }
+)
+
+_HASH_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def to_plain(value: Any) -> Any:
+    """Convert a configuration value to plain data (None, bool, int, float, str, list, dict).
+
+    Args:
+        value: Any value found in a RecBole ``Config``.
+
+    Returns:
+        The value with numpy scalars unwrapped, tuples/sets as lists, enums by name and every
+        other object as its ``str``.
+    """
+    if value is None:
+        return None
+    for kind in (bool, str, int, float):  # exact built-in types, also for subclasses
+        if isinstance(value, kind):
+            return kind(value)
+    if isinstance(value, np.generic):
+        return to_plain(value.item())
+    if isinstance(value, Enum):
+        return value.name
+    if isinstance(value, Mapping):
+        return {str(key): to_plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [to_plain(item) for item in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((to_plain(item) for item in value), key=str)
+    return str(value)
+
+
+def is_plain(value: Any) -> bool:
+    """True when ``value`` is already plain data (tuples count as lists)."""
+    if value is None or isinstance(value, (bool, str, int, float)):
+        return True
+    if isinstance(value, Mapping):
+        return all(isinstance(k, str) and is_plain(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return all(is_plain(item) for item in value)
+    return False
+
+
+def plain_config(config: Any) -> dict[str, Any]:
+    """The whole resolved configuration as plain data, keys sorted."""
+    values = config.final_config_dict
+    return {key: to_plain(values[key]) for key in sorted(values)}
+
+
+def config_input(config: Any) -> dict[str, Any]:
+    """The configuration values that rebuild ``config`` when passed back as ``config_dict``.
+
+    Args:
+        config: A resolved ``Config``.
+
+    Returns:
+        Every value that is plain data already, except the keys ``Config`` derives itself
+        (:data:`DERIVED_KEYS`).
+    """
+    values = config.final_config_dict
+    return {
+        key: to_plain(values[key])
+        for key in sorted(values)
+        if key not in DERIVED_KEYS and is_plain(values[key])
+    }
+
+
+def versions() -> dict[str, str]:
+    """Versions of python and of the libraries a result depends on."""
+    import pandas
+    import recbole
+    import scipy
+
+    import recbole_fitmm
+
+    return {
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),
+        "recbole": recbole.__version__,
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "pandas": pandas.__version__,
+        "recbole_fitmm": recbole_fitmm.__version__,
+    }
+
+
+def dataset_files(config: Any) -> dict[str, Path]:
+    """The files a run with ``config`` reads, by role.
+
+    Args:
+        config: A resolved ``Config``.
+
+    Returns:
+        Role -> path: ``<part>.inter`` per split file (or ``inter``), ``user``/``item`` and
+        additional atomic files when present, and for plugin models ``<modality>.npy`` per
+        feature file (item modalities and ``user_modality``).
+    """
+    from recbole_fitmm.utils import is_plugin_model
+
+    folder = Path(config["data_path"])
+    name = config["dataset"]
+    files: dict[str, Path] = {}
+    parts = config["benchmark_filename"]
+    if parts:
+        for part in parts:
+            files[f"{part}.inter"] = folder / f"{name}.{part}.inter"
+    else:
+        files["inter"] = folder / f"{name}.inter"
+    for suffix in ["user", "item", *(config["additional_feat_suffix"] or [])]:
+        path = folder / f"{name}.{suffix}"
+        if path.is_file():
+            files[suffix] = path
+    if is_plugin_model(config["model"]):
+        modalities = config["modalities"] or []
+        if isinstance(modalities, str):
+            modalities = [modalities]
+        for modality in [
+            *modalities,
+            *([config["user_modality"]] if config["user_modality"] else []),
+        ]:
+            files[f"{modality}.npy"] = folder / f"{name}.{modality}.npy"
+    return files
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes (cached per path, size and modification time)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _HASH_CACHE:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        _HASH_CACHE[key] = digest.hexdigest()
+    return _HASH_CACHE[key]
+
+
+def fingerprint(files: Mapping[str, Path]) -> dict[str, Any]:
+    """Fingerprint of a dataset.
+
+    Args:
+        files: Role -> path, as from :func:`dataset_files`. Missing files are skipped.
+
+    Returns:
+        ``{"sha256": <hash over all files>, "files": {role: {"sha256", "bytes"}}}``. The file
+        names do not enter the hash, only the roles and the contents: a renamed copy of a
+        dataset has the same fingerprint.
+    """
+    entries = {
+        role: {"sha256": file_sha256(path), "bytes": path.stat().st_size}
+        for role, path in sorted(files.items())
+        if path.is_file()
+    }
+    total = hashlib.sha256(json.dumps(entries, sort_keys=True).encode("utf-8")).hexdigest()
+    return {"sha256": total, "files": entries}
+
+
+def dataset_fingerprint(config: Any) -> dict[str, Any]:
+    """Fingerprint of the files a run with ``config`` reads."""
+    return fingerprint(dataset_files(config))
+
+
+def build_provenance(config: Any) -> dict[str, Any]:
+    """The provenance record of a run (see the module docstring).
+
+    Args:
+        config: The run's resolved ``Config``.
+
+    Returns:
+        Plain data: ``model``, ``dataset``, ``data_path`` (absolute), ``created`` (UTC, ISO
+        8601), ``config``, ``config_input``, ``versions``, ``dataset_fingerprint``.
+    """
+    return {
+        "model": config["model"],
+        "dataset": config["dataset"],
+        "data_path": str(Path(config["data_path"]).resolve()),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config": plain_config(config),
+        "config_input": config_input(config),
+        "versions": versions(),
+        "dataset_fingerprint": dataset_fingerprint(config),
+    }
+
+
+def json_safe(value: Any) -> Any:
+    """Plain data that strict JSON accepts: non-finite floats become strings (``"-inf"``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return to_plain(value)
+
+
+def write_json(path: str | Path, data: Mapping[str, Any]) -> Path:
+    """Atomically write ``data`` as indented, strict JSON."""
+    text = json.dumps(json_safe(data), indent=2, sort_keys=True, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON sidecar of an output file: ``<file>.json``."""
+    path = Path(path)
+    return path.with_name(path.name + ".json")
