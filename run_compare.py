@@ -6,7 +6,9 @@
 Every model runs under the plugin's protocol (valid-selected epoch, test once with the train-only
 mask); the best model is chosen on mean valid Recall@20 and compared with every other one by a
 paired test over per-user test Recall@20. Any ``--key=value`` is a configuration value for every
-run and beats the yaml files. Writes summary.md, summary.csv, per_seed.csv and
+run and beats the yaml files; ``--MODEL:key=value`` applies to one model only (e.g.
+``--DRAGON:learning_rate=0.001``). Finished runs are stored in ``<out>/runs/`` and reused by a later
+call with the same settings. Writes summary.md, summary.csv, per_seed.csv and
 per_user_recall@20.npz into ``--out``.
 """
 

@@ -4,21 +4,25 @@ Every (model, seed) pair is one :func:`~recbole_fitmm.quick_start.run_recbole_fi
 plugin's protocol (best epoch on valid Recall@20, test once with the best-valid weights and the
 ``test_mask``). Its best checkpoint is then scored user by user on the test split with the
 trainer's own masking and RecBole's collector and metrics (:func:`per_user_metrics`); the mean must
-reproduce the run's test Recall@20. The table gives mean ± sample std over seeds; the **best model
-has the highest mean valid Recall@20** (test never selects anything) and is compared with every
-other model by a paired test over per-user test Recall@20 (users aligned by raw id, each user's
-value averaged over seeds). Files in ``out_dir``, written atomically: ``summary.md``,
-``summary.csv``, ``per_seed.csv`` (rewritten after every run) and ``per_user_recall@20.npz``.
+reproduce the run's test Recall@20. Statistics and tables: :mod:`recbole_fitmm.compare_table`.
+
+Configuration keys ``MODEL:key`` apply to one model only (e.g. ``DRAGON:learning_rate``). Every
+finished run is stored in ``<out>/runs/`` with a signature of its model, dataset, seed, config
+files and values; a later comparison with the same signature reuses it instead of training again,
+so an interrupted comparison resumes and models can be added one at a time. Delete ``runs/`` after
+changing model code. Files in ``out_dir``, written atomically: ``summary.md``, ``summary.csv``,
+``per_seed.csv`` (rewritten after every run) and ``per_user_recall@20.npz``.
 """
 
 from __future__ import annotations
 
-import csv
+import hashlib
 import io
+import json
 import logging
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -28,43 +32,25 @@ import torch
 from recbole.evaluator.collector import Collector
 from recbole.evaluator.metrics import NDCG, Recall
 from recbole.utils import init_seed
-from scipy import stats
 
+from recbole_fitmm.compare_table import (
+    PAIRED_TESTS,
+    SELECT_METRIC,
+    PerUser,
+    RunRecord,
+    load_run,
+    per_seed_rows,
+    render_csv,
+    render_markdown,
+    save_run,
+    seed_averaged,
+    summarise,
+)
 from recbole_fitmm.config import Config
 from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.io import atomic_write, atomic_write_text
 from recbole_fitmm.quick_start import data_preparation, run_recbole_fitmm
 from recbole_fitmm.utils import create_dataset, get_model, get_trainer
-
-SELECT_METRIC = "recall@20"
-TEST_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
-PAIRED_TESTS = ("wilcoxon", "ttest")
-LABELS = {"recall": "R", "ndcg": "N"}
-
-
-@dataclass
-class PerUser:
-    """Per-user test metrics of one run.
-
-    Attributes:
-        users: Raw user ids (tokens) [n_users], in evaluation order.
-        values: Metric name (e.g. ``recall@20``) -> float64 array [n_users].
-    """
-
-    users: np.ndarray
-    values: dict[str, np.ndarray]
-
-
-@dataclass
-class RunRecord:
-    """The outcome of one (model, seed) run."""
-
-    model: str
-    seed: int
-    valid: dict[str, float]
-    test: dict[str, float]
-    train_seconds: float
-    per_user: PerUser = field(repr=False)
 
 
 def per_user_metrics(trainer: Any, eval_data: Any, ks: tuple[int, ...] = (10, 20)) -> PerUser:
@@ -183,137 +169,6 @@ def run_one(
     )
 
 
-def paired_pvalue(best: np.ndarray, other: np.ndarray, method: str = "wilcoxon") -> float:
-    """Two-sided p-value of a paired test between two models' per-user values.
-
-    Args:
-        best: Per-user values of the best model [n].
-        other: Per-user values of the other model [n], same users in the same order.
-        method: ``wilcoxon`` (signed-rank) or ``ttest`` (paired t-test).
-
-    Returns:
-        p in [0, 1]; 1.0 when the two are identical for every user.
-    """
-    if method not in PAIRED_TESTS:
-        raise ConfigError(f"paired test must be one of {PAIRED_TESTS}, got {method!r}")
-    diff = np.asarray(best, dtype=np.float64) - np.asarray(other, dtype=np.float64)
-    if not np.any(diff):
-        return 1.0
-    if method == "wilcoxon":
-        p = stats.wilcoxon(diff).pvalue
-    else:
-        p = stats.ttest_rel(best, other).pvalue
-    return float(np.clip(p, 0.0, 1.0)) if np.isfinite(p) else 1.0
-
-
-def seed_averaged(records: list[RunRecord], metric: str = SELECT_METRIC) -> tuple[np.ndarray, dict]:
-    """Per-user ``metric`` of every model averaged over its seeds, users aligned by raw id.
-
-    Args:
-        records: All runs.
-        metric: Per-user metric name.
-
-    Returns:
-        The users common to every run (sorted) and model -> float64 array over those users.
-    """
-    users = records[0].per_user.users
-    for record in records[1:]:
-        users = np.intersect1d(users, record.per_user.users)
-    users = np.unique(users)
-    averaged: dict[str, list[np.ndarray]] = {}
-    for record in records:
-        order = np.argsort(record.per_user.users)
-        index = order[np.searchsorted(record.per_user.users, users, sorter=order)]
-        averaged.setdefault(record.model, []).append(record.per_user.values[metric][index])
-    return users, {model: np.mean(values, axis=0) for model, values in averaged.items()}
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    array = np.asarray(values, dtype=np.float64)
-    return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
-
-
-def summarise(records: list[RunRecord], method: str = "wilcoxon") -> list[dict[str, Any]]:
-    """One row per model: means, standard deviations, best flag and p-value against the best.
-
-    Args:
-        records: All runs (at least one).
-        method: Paired test, see :func:`paired_pvalue`.
-
-    Returns:
-        Rows in model order of first appearance, with keys ``model``, ``n_seeds``,
-        ``valid_recall@20_mean``/``_std``, ``test_<metric>_mean``/``_std``,
-        ``train_seconds_mean``/``_std``, ``best`` and ``p_value`` (``None`` for the best).
-    """
-    models = list(dict.fromkeys(record.model for record in records))
-    rows = []
-    for model in models:
-        runs = [record for record in records if record.model == model]
-        row: dict[str, Any] = {"model": model, "n_seeds": len(runs)}
-        columns = {f"valid_{SELECT_METRIC}": [r.valid[SELECT_METRIC] for r in runs]}
-        columns.update({f"test_{m}": [r.test[m] for r in runs] for m in TEST_METRICS})
-        columns["train_seconds"] = [r.train_seconds for r in runs]
-        for name, values in columns.items():
-            row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(values)
-        rows.append(row)
-    best = max(rows, key=lambda row: row[f"valid_{SELECT_METRIC}_mean"])
-    _, per_user = seed_averaged(records)
-    for row in rows:
-        row["best"] = row is best
-        row["p_value"] = (
-            None
-            if row is best
-            else paired_pvalue(per_user[best["model"]], per_user[row["model"]], method)
-        )
-    return rows
-
-
-def render_markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
-    """The comparison table in Markdown, preceded by the run's description.
-
-    Args:
-        rows: Output of :func:`summarise`.
-        header: Key -> value lines printed above the table (dataset, seeds, ...).
-
-    Returns:
-        Markdown text.
-    """
-    lines = [f"- {key}: {value}" for key, value in header.items()]
-    metric_heads = [f"test {LABELS[m.split('@')[0]]}@{m.split('@')[1]}" for m in TEST_METRICS]
-    heads = ["model", "seeds", "valid R@20", *metric_heads, "train s", "p vs best"]
-    lines += ["", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
-    for row in rows:
-        cells = [f"**{row['model']}** (best)" if row["best"] else row["model"], str(row["n_seeds"])]
-        for name in [f"valid_{SELECT_METRIC}", *(f"test_{m}" for m in TEST_METRICS)]:
-            cells.append(f"{row[name + '_mean']:.4f} ± {row[name + '_std']:.4f}")
-        cells.append(f"{row['train_seconds_mean']:.1f}")
-        cells.append("—" if row["p_value"] is None else f"{row['p_value']:.3g}")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def render_csv(rows: list[dict[str, Any]]) -> str:
-    """Rows (dictionaries with the same keys) as CSV text with a header line."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def _per_seed_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
-    return [
-        {
-            "model": r.model,
-            "seed": r.seed,
-            f"valid_{SELECT_METRIC}": r.valid[SELECT_METRIC],
-            **{f"test_{m}": r.test[m] for m in TEST_METRICS},
-            "train_seconds": round(r.train_seconds, 2),
-        }
-        for r in records
-    ]
-
-
 @dataclass
 class Comparison:
     """Result of :func:`compare`: the runs, the summary rows and the written files."""
@@ -341,7 +196,8 @@ def compare(
         dataset: Dataset name.
         seeds: Seeds; every model runs with each.
         config_file_list: Extra yaml files (e.g. ``data_path`` and the dataset keys).
-        config_dict: Extra configuration values for every run.
+        config_dict: Extra configuration values for every run; ``MODEL:key`` entries apply to
+            ``MODEL`` only.
         out_dir: Output folder (default ``results/compare_<dataset>``); checkpoints go to its
             ``checkpoints/`` unless ``checkpoint_dir`` is configured.
         method: Paired test, ``wilcoxon`` or ``ttest``.
@@ -355,18 +211,27 @@ def compare(
     if method not in PAIRED_TESTS:
         raise ConfigError(f"paired test must be one of {PAIRED_TESTS}, got {method!r}")
     out = Path(out_dir or f"results/compare_{dataset}")
-    config_dict = dict(config_dict or {})
-    config_dict.setdefault("checkpoint_dir", str(out / "checkpoints"))
+    shared = dict(config_dict or {})
+    shared.setdefault("checkpoint_dir", str(out / "checkpoints"))
+    per_model = {model: model_config(shared, model, models) for model in models}
     for model in models:  # fail before any training on a bad name or protocol
-        _check_protocol(Config(model, dataset, config_file_list, config_dict))
+        _check_protocol(Config(model, dataset, config_file_list, per_model[model]))
     logger = logging.getLogger()
     records: list[RunRecord] = []
     for model in models:
         for seed in seeds:
-            record = run_one(model, dataset, seed, config_file_list, config_dict, keep_checkpoints)
+            signature = run_signature(model, dataset, seed, config_file_list, per_model[model])
+            record = load_run(out / "runs", model, seed, signature)
+            if record is None:
+                record = run_one(
+                    model, dataset, seed, config_file_list, per_model[model], keep_checkpoints
+                )
+                save_run(out / "runs", record, signature)
+            else:
+                logger.info(f"compare: {model} seed {seed}: reusing the stored run")
             records.append(record)
             logger.info(f"compare: {model} seed {seed}: test {record.test}")
-            atomic_write_text(out / "per_seed.csv", render_csv(_per_seed_rows(records)))
+            atomic_write_text(out / "per_seed.csv", render_csv(per_seed_rows(records)))
     rows = summarise(records, method)
     header = {
         "dataset": dataset,
@@ -389,6 +254,56 @@ def compare(
     np.savez(buffer, users=users, **averaged)
     files.append(atomic_write(out / "per_user_recall@20.npz", lambda f: f.write(buffer.getvalue())))
     return Comparison(records=records, rows=rows, markdown=markdown, files=files)
+
+
+def model_config(config_dict: dict[str, Any], model: str, models: list[str]) -> dict[str, Any]:
+    """The configuration values of one model: shared keys, then its ``MODEL:key`` entries.
+
+    Args:
+        config_dict: Shared keys and ``MODEL:key`` entries.
+        model: The model.
+        models: Every model of the comparison (a ``MODEL:`` prefix must name one of them).
+
+    Returns:
+        Plain ``key -> value`` for ``model``.
+    """
+    values = {key: value for key, value in config_dict.items() if ":" not in key}
+    for key, value in config_dict.items():
+        if ":" in key:
+            owner, _, name = key.partition(":")
+            if owner not in models:
+                raise ConfigError(f"{key}: {owner} is not one of the compared models {models}")
+            if owner == model:
+                values[name] = value
+    return values
+
+
+def run_signature(
+    model: str,
+    dataset: str,
+    seed: int,
+    config_file_list: list[str] | None,
+    config_dict: dict[str, Any],
+) -> str:
+    """Hash of everything a run is configured by: names, seed, config files' text and values.
+
+    Args:
+        model: Model name.
+        dataset: Dataset name.
+        seed: Seed.
+        config_file_list: Yaml files (their content is hashed, not their path).
+        config_dict: The model's configuration values.
+
+    Returns:
+        A hex digest.
+    """
+    files = [Path(path).read_text() for path in config_file_list or []]
+    blob = json.dumps(
+        {"model": model, "dataset": dataset, "seed": seed, "files": files, "config": config_dict},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def _check_protocol(config: Any) -> None:

@@ -10,13 +10,14 @@ import pytest
 from recbole.utils import init_seed
 
 import run_compare
-from recbole_fitmm.compare import (
+from recbole_fitmm import compare as compare_module
+from recbole_fitmm.compare import compare, evaluate_checkpoint, model_config, per_user_metrics
+from recbole_fitmm.compare_table import (
     PerUser,
     RunRecord,
-    compare,
-    evaluate_checkpoint,
+    load_run,
     paired_pvalue,
-    per_user_metrics,
+    save_run,
     seed_averaged,
     summarise,
 )
@@ -34,11 +35,12 @@ def _record(model: str, seed: int, valid: float, test: float, users, values) -> 
     return RunRecord(model, seed, {"recall@20": valid}, {k: test for k in TEST_KEYS}, 1.0, per_user)
 
 
-def test_two_models_two_seeds_give_a_full_table(toy_root: Path, tmp_path: Path) -> None:
+def test_two_models_two_seeds_give_a_full_table(
+    toy_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     out = tmp_path / "out"
-    result = compare(
-        ["BPR", "VBPR"], "toy", [999, 1], config_dict=toy_config(toy_root, epochs=1), out_dir=out
-    )
+    config = toy_config(toy_root, epochs=1)
+    result = compare(["BPR", "VBPR"], "toy", [999, 1], config_dict=config, out_dir=out)
     rows = result.rows
     assert [row["model"] for row in rows] == ["BPR", "VBPR"]
     assert sum(row["best"] for row in rows) == 1
@@ -67,6 +69,10 @@ def test_two_models_two_seeds_give_a_full_table(toy_root: Path, tmp_path: Path) 
     assert set(arrays.files) == {"users", "BPR", "VBPR"}
     assert arrays["BPR"].shape == arrays["users"].shape
     assert not list((out / "checkpoints").glob("*.pth"))  # removed unless kept
+    # A second comparison with the same settings reuses every stored run.
+    monkeypatch.setattr(compare_module, "run_one", lambda *a, **k: pytest.fail("retrained"))
+    again = compare(["BPR", "VBPR"], "toy", [999, 1], config_dict=config, out_dir=out)
+    assert [row["p_value"] for row in again.rows] == [row["p_value"] for row in rows]
 
 
 def test_cli_runs_one_model(toy_root: Path, tmp_path: Path, capsys) -> None:
@@ -161,3 +167,22 @@ def test_checkpoint_reevaluation_rebuilds_the_training_graph(toy_root: Path) -> 
     test, per_user = evaluate_checkpoint(result["config"], result["checkpoint"])
     assert test == result["test_result"]
     assert round(float(per_user.values["recall@20"].mean()), 4) == test["recall@20"]
+
+
+def test_model_scoped_overrides() -> None:
+    values = {"epochs": 5, "VBPR:reg_weight": 0.1, "BPR:epochs": 7}
+    assert model_config(values, "VBPR", ["BPR", "VBPR"]) == {"epochs": 5, "reg_weight": 0.1}
+    assert model_config(values, "BPR", ["BPR", "VBPR"]) == {"epochs": 7}
+    with pytest.raises(ConfigError, match="LGMRec"):
+        model_config({"LGMRec:alpha": 0.1}, "BPR", ["BPR"])
+
+
+def test_stored_runs_need_the_same_signature(tmp_path: Path) -> None:
+    record = _record("A", 3, 0.2, 0.3, users=["1", "2"], values=[0.5, 1.0])
+    save_run(tmp_path, record, "sig")
+    loaded = load_run(tmp_path, "A", 3, "sig")
+    assert loaded is not None and loaded.test == record.test
+    assert loaded.per_user.users.tolist() == ["1", "2"]
+    assert loaded.per_user.values["recall@20"].tolist() == [0.5, 1.0]
+    assert load_run(tmp_path, "A", 3, "other") is None
+    assert load_run(tmp_path, "A", 4, "sig") is None
