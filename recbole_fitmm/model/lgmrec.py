@@ -22,6 +22,7 @@ the scores of fixed weights change from one evaluation to the next. Here Gumbel 
 training mode only; in evaluation mode the assignments are the noise-free ``softmax(logits / τ)``
 and the assignment dropout is off (as in the release, where it is an ``nn.Dropout``).
 
+RecBole's PAD item 0 (zero features) is kept out of every hyperedge (the release has no PAD id).
 Other generalisations: any number of modalities. GHE and MGE sum over all modalities and the
 contrastive term sums over every pair of modalities ``a < b`` in dataset order (for
 ``[image, text]`` exactly the release's single v→t term). With one modality there is no
