@@ -1,0 +1,335 @@
+"""FITMM's RecBole-free building blocks besides the band split (``fitmm_method.md`` §2–§3).
+
+* :func:`sparse_product` — products with a frozen sparse graph whose transpose is precomputed.
+* :func:`feature_mlp` — the two-layer modality encoder (§2.2).
+* :class:`BandGate` — the residual task-adaptive gate and the global band weights (§2.8).
+* :func:`ib_surrogate` — the frequency-domain IB surrogate on gate excesses (§3.2).
+* :func:`band_consistency_loss` (§3.3, released) and :func:`cross_modal_consistency_loss` (§3.4).
+* :func:`recommendation_loss` — pointwise BCE (released) or BPR (§3.1).
+
+The SVD band split itself lives in :mod:`recbole_fitmm.model.spectral`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+#: Slope of the LeakyReLU inside the feature MLPs (a code constant of the release).
+LEAKY_SLOPE = 0.01
+#: ε inside the IB surrogate's square root (release).
+IB_EPS = 1e-12
+#: Initial value of the learnable gate scale ``s`` and of the band logits ``θ`` (release).
+GATE_SCALE_INIT = 0.5
+BAND_LOGIT_INIT = 1.0
+#: Norm floor of the cosine similarities in the consistency losses (``F.cosine_similarity``'s).
+COS_EPS = 1e-8
+
+IB_DIRECTIONS = ("Pos", "Dual")
+LOSS_TYPES = ("bce", "bpr")
+
+
+class _FrozenProduct(torch.autograd.Function):
+    """``A @ x`` for a constant sparse ``A`` whose transpose is known (no re-transposition)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, matrix: Tensor, matrix_t: Tensor) -> Tensor:  # noqa: ANN001
+        ctx.matrix_t = matrix_t
+        return matrix.to_sparse_csr() @ x
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
+        return ctx.matrix_t.to_sparse_csr() @ grad, None, None
+
+
+def transpose_pair(matrix: Tensor) -> tuple[Tensor, Tensor]:
+    """A frozen sparse matrix and its transpose, both coalesced COO, for :func:`sparse_product`.
+
+    Args:
+        matrix: Sparse COO [n, m].
+
+    Returns:
+        ``(A, Aᵀ)`` of shapes [n, m] and [m, n].
+    """
+    return matrix.coalesce(), matrix.t().coalesce()
+
+
+def sparse_product(matrix: Tensor, matrix_t: Tensor, x: Tensor) -> Tensor:
+    """``A @ x`` with a gradient for ``x`` only, computed as ``Aᵀ @ grad``.
+
+    ``torch.sparse.mm`` on a COO matrix re-transposes and re-sorts ``A`` in every backward (4×
+    the forward's time on Baby's graph); here the transpose is built once (:func:`transpose_pair`)
+    and both products run in CSR layout (converting a coalesced COO matrix costs ~1% of a product).
+    COO storage keeps the buffers movable and deep-copyable.
+
+    Args:
+        matrix: Coalesced sparse COO [n, m].
+        matrix_t: Its transpose, coalesced COO [m, n].
+        x: Dense [m, c].
+
+    Returns:
+        Dense [n, c].
+    """
+    return _FrozenProduct.apply(x, matrix, matrix_t)
+
+
+def feature_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
+    """The two-layer modality encoder ``Linear(f→h) → LeakyReLU(0.01) → Linear(h→d)`` (§2.2).
+
+    Args:
+        in_dim: Raw feature size f.
+        hidden: Hidden size (256 = 4d in the release).
+        out_dim: Latent size d.
+
+    Returns:
+        The MLP, mapping [N, f] to [N, d].
+    """
+    return nn.Sequential(
+        nn.Linear(in_dim, hidden), nn.LeakyReLU(LEAKY_SLOPE), nn.Linear(hidden, out_dim)
+    )
+
+
+class BandGate(nn.Module):
+    """Residual task-adaptive gate with global band weights (§2.8), for one side.
+
+    ``g = 1 + s·sigmoid(W t + b)`` ("Pos") or ``1 + s·tanh(W t + b)`` ("Dual"), ``s`` a learnable
+    scalar (init 0.5, unconstrained); band weights ``β = sigmoid(θ)``, ``θ`` init 1. The fused
+    representation is ``e = Σ_k β_k g_k Z^(k)``; this module returns the per-row coefficients
+    ``β_k g_k`` and the gates. With ``gated=False`` (ablation) ``g ≡ 1`` and no gate parameters
+    exist.
+
+    Args:
+        dim: Size D of the task embedding.
+        num_bands: Number of bands M.
+        direction: ``Pos`` or ``Dual``.
+        gated: Use the gate (else only the band weights).
+
+    Example:
+        >>> gate = BandGate(dim=12, num_bands=3)
+        >>> coef, gates = gate(torch.randn(5, 12))
+        >>> coef.shape, gates.shape
+        (torch.Size([5, 3]), torch.Size([5, 3]))
+    """
+
+    def __init__(
+        self, dim: int, num_bands: int, direction: str = "Pos", gated: bool = True
+    ) -> None:
+        super().__init__()
+        if direction not in IB_DIRECTIONS:
+            raise ValueError(f"direction must be one of {IB_DIRECTIONS}, got {direction!r}")
+        self.direction = direction
+        self.gated = gated
+        self.band_logits = nn.Parameter(torch.full((num_bands,), BAND_LOGIT_INIT))
+        if gated:
+            self.linear = nn.Linear(dim, num_bands)
+            self.gate_scale = nn.Parameter(torch.tensor(GATE_SCALE_INIT))
+
+    def forward(self, task: Tensor) -> tuple[Tensor, Tensor]:
+        """Band coefficients and gates.
+
+        Args:
+            task: Task embedding T (the base representation), [N, D].
+
+        Returns:
+            ``(coef, gates)``, both [N, M]: ``coef = sigmoid(θ) * gates``.
+        """
+        if self.gated:
+            logits = self.linear(task)
+            act = torch.sigmoid(logits) if self.direction == "Pos" else torch.tanh(logits)
+            gates = 1.0 + self.gate_scale * act
+        else:
+            gates = task.new_ones(task.shape[0], self.band_logits.shape[0])
+        return torch.sigmoid(self.band_logits) * gates, gates
+
+
+def ib_surrogate(gates: Tensor, direction: str, alpha: float, mu: float, phi_plus: float) -> Tensor:
+    """Frequency-domain IB surrogate of one side (§3.2).
+
+    ``δ = ReLU(g − 1)`` ("Pos") or ``g − 1`` ("Dual", threshold input ``|δ|``);
+    ``α·mean‖δ‖² + μ·mean(sqrt(‖δ‖² + 1e-12) · Σ_k ReLU(t_k − φ⁺))``.
+
+    Args:
+        gates: Gates g, [N, M].
+        direction: ``Pos`` or ``Dual``.
+        alpha: Weight α of the L2 term.
+        mu: Weight μ of the norm-weighted L1 term.
+        phi_plus: Threshold φ⁺ of the L1 term.
+
+    Returns:
+        Scalar loss; ≈ 0.5 at initialisation for M = 3, 0 when every excess is 0.
+    """
+    delta = gates - 1.0
+    if direction == "Pos":
+        delta = F.relu(delta)
+        threshold_input = delta
+    elif direction == "Dual":
+        threshold_input = delta.abs()
+    else:
+        raise ValueError(f"direction must be one of {IB_DIRECTIONS}, got {direction!r}")
+    norm_sq = (delta * delta).sum(dim=1)
+    exceed = F.relu(threshold_input - phi_plus).sum(dim=1)
+    return alpha * norm_sq.mean() + mu * (torch.sqrt(norm_sq + IB_EPS) * exceed).mean()
+
+
+def _cosine_rows(x: Tensor) -> Tensor:
+    """Rows scaled to unit norm with ``F.cosine_similarity``'s norm floor, same shape."""
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(COS_EPS)
+
+
+class _Spread(torch.autograd.Function):
+    """``mean_{b,b'} log_softmax_{b'}(x xᵀ / τ)`` of s batches x [s, B, D] given as unique rows.
+
+    Row b stands for ``w_b`` identical batch rows (``w = 0`` pads), so the value equals the
+    all-entries mean over the expanded batch of ``W = Σ w`` rows — a B×B instead of a W×W
+    similarity. One B×B product forward and one backward (autograd needs three): with
+    ``ℓ_b = logsumexp_{b'}(x_b·x_{b'} / τ + log w_{b'})``, the value is
+    ``‖Σ_b w_b x_b‖² / (τW²) − Σ_b w_b ℓ_b / W`` and its gradient
+    ``(2 w_b Σ w x / W² − (w ⊙ Q x + Qᵀ (w ⊙ x)) / W) / τ``, Q the row softmax of the logits.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weights: Tensor, tau: float) -> Tensor:  # noqa: ANN001
+        logits = torch.baddbmm(x.new_empty(()), x, x.mT, beta=0.0, alpha=1.0 / tau)
+        if not bool((weights == 1).all()):
+            logits.add_(weights.log().unsqueeze(1))
+        total_weight = weights.sum(-1)
+        total = (weights.unsqueeze(-1) * x).sum(dim=1)
+        lse = torch.logsumexp(logits, dim=-1)
+        ctx.save_for_backward(x, weights, logits, total, total_weight)
+        ctx.tau = tau
+        mean_logit = (total * total).sum(-1) / (tau * total_weight**2)
+        return mean_logit - (weights * lse).sum(-1) / total_weight
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
+        x, weights, logits, total, total_weight = ctx.saved_tensors
+        probs = torch.softmax(logits, dim=-1)
+        w = weights.unsqueeze(-1)
+        both = torch.baddbmm(w * (probs @ x), probs.mT, w * x)  # no B×B sum is formed
+        scale = total_weight.view(-1, 1, 1)
+        out = 2.0 * w * total.unsqueeze(1) / scale**2 - both / scale
+        return out * (grad / ctx.tau).view(-1, 1, 1), None, None
+
+
+def _weights(bands: Tensor, counts: Tensor | None) -> Tensor:
+    """Row multiplicities as a float vector (ones when ``counts`` is None)."""
+    return bands.new_ones(bands.shape[0]) if counts is None else counts.to(bands.dtype)
+
+
+def _spread_sum(sides: list[tuple[Tensor, Tensor]], tau: float) -> Tensor:
+    """Σ over the sides and the bands ``k >= ⌊M/2⌋`` of the all-entries mean log-softmax."""
+    rows = max(bands.shape[0] for bands, _ in sides)
+    xs, ws = [], []
+    for bands, weights in sides:  # pad both sides to the same row count with weight-0 rows
+        high = bands[:, bands.shape[1] // 2 :]
+        pad = rows - bands.shape[0]
+        xs.append(F.pad(high, (0, 0, 0, 0, 0, pad)).transpose(0, 1))
+        ws.append(F.pad(weights, (0, pad)).expand(high.shape[1], rows))
+    return _Spread.apply(torch.cat(xs), torch.cat(ws), tau).sum()
+
+
+def _mean_rows(values: Tensor, weights: Tensor) -> Tensor:
+    """Weighted mean over dim 0."""
+    return torch.tensordot(weights, values, dims=1) / weights.sum()
+
+
+def band_consistency_loss(
+    user_bands: Tensor,
+    item_bands: Tensor,
+    tau: float = 1.0,
+    user_counts: Tensor | None = None,
+    item_counts: Tensor | None = None,
+) -> Tensor:
+    """Band-consistency loss of the release (§3.3).
+
+    For each side: ``Σ_{k≠l} MSE(cos(z_k, z_l), 1)`` over ordered band pairs, minus the
+    all-entries mean log-softmax of ``z_k z_kᵀ / τ`` for the bands ``k ≥ ⌊M/2⌋`` (0-based);
+    both sides summed and divided by ``M(M−1)``. With a single band there is no pair and the
+    normaliser is 0: the loss is defined as 0. A batch may be passed as its unique rows with
+    their multiplicities (``*_counts``); the value is that of the full batch.
+
+    Args:
+        user_bands: Batch user bands, [B, M, D].
+        item_bands: Batch positive-item bands, [B', M, D].
+        tau: Temperature τ.
+        user_counts: Multiplicity of each user row, [B] (default: 1).
+        item_counts: Multiplicity of each item row, [B'] (default: 1).
+
+    Returns:
+        Scalar loss.
+    """
+    num_bands = user_bands.shape[1]
+    if num_bands < 2:
+        return user_bands.new_zeros(())
+    off_diagonal = ~torch.eye(num_bands, dtype=torch.bool, device=user_bands.device)
+    sides = [(user_bands, _weights(user_bands, user_counts))]
+    sides.append((item_bands, _weights(item_bands, item_counts)))
+    total = user_bands.new_zeros(())
+    for bands, weights in sides:
+        unit = _cosine_rows(bands)
+        cos = unit @ unit.mT  # [B, M, M]
+        total = total + _mean_rows((cos - 1.0) ** 2, weights)[off_diagonal].sum()
+    total = total - _spread_sum(sides, tau)
+    return total / (num_bands * (num_bands - 1))
+
+
+def cross_modal_consistency_loss(
+    user_bands: Tensor,
+    item_bands: Tensor,
+    block: int,
+    tau: float = 1.0,
+    counts: tuple[Tensor, Tensor] | None = None,
+) -> Tensor:
+    """Cross-modal spectral consistency (§3.4, the paper's wording; unused by the release).
+
+    Within every band, each pair of modality blocks (id, v, t, ... of ``block`` columns) is pulled
+    together, ``MSE(cos(block_a, block_b), 1)``, and for bands ``k ≥ ⌊M/2⌋`` the all-entries mean
+    log-softmax of the B×B band similarity is subtracted. Divided by ``2·P·M`` with P the number of
+    block pairs (``6M`` for id|v|t, the release's normaliser).
+
+    Args:
+        user_bands: Batch user bands, [B, M, D], D = n_blocks · block.
+        item_bands: Batch positive-item bands, [B', M, D].
+        block: Columns per modality block d.
+        tau: Temperature τ.
+        counts: Multiplicities of the user rows and of the item rows (default: 1).
+
+    Returns:
+        Scalar loss.
+    """
+    num_bands, width = user_bands.shape[1:]
+    n_blocks = width // block
+    pairs = torch.triu_indices(n_blocks, n_blocks, offset=1, device=user_bands.device)
+    user_counts, item_counts = counts if counts is not None else (None, None)
+    sides = [(user_bands, _weights(user_bands, user_counts))]
+    sides.append((item_bands, _weights(item_bands, item_counts)))
+    total = user_bands.new_zeros(())
+    for bands, weights in sides:
+        unit = _cosine_rows(bands.reshape(bands.shape[0], num_bands, n_blocks, block))
+        cos = unit @ unit.mT  # [B, M, n_blocks, n_blocks]
+        total = total + _mean_rows((cos[..., pairs[0], pairs[1]] - 1.0) ** 2, weights).sum()
+    total = total - _spread_sum(sides, tau)
+    return total / max(1, 2 * pairs.shape[1] * num_bands)
+
+
+def recommendation_loss(pos_scores: Tensor, neg_scores: Tensor, loss_type: str = "bce") -> Tensor:
+    """Recommendation loss on (positive, negative) score pairs (§3.1).
+
+    Args:
+        pos_scores: Scores of the positive pairs, [B].
+        neg_scores: Scores of the sampled negatives, [B].
+        loss_type: ``bce`` — binary cross-entropy with logits, mean over the 2B scores (release);
+            ``bpr`` — ``mean(−log σ(s⁺ − s⁻))`` (natural log; the release's unused variant used
+            log2, i.e. the same loss times 1/ln 2).
+
+    Returns:
+        Scalar loss.
+    """
+    if loss_type == "bce":
+        scores = torch.cat([pos_scores, neg_scores])
+        labels = torch.cat([torch.ones_like(pos_scores), torch.zeros_like(neg_scores)])
+        return F.binary_cross_entropy_with_logits(scores, labels)
+    if loss_type == "bpr":
+        return F.softplus(neg_scores - pos_scores).mean()
+    raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")
