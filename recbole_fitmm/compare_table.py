@@ -190,7 +190,7 @@ def summarise(records: list[RunRecord], method: str = "wilcoxon") -> list[dict[s
 
 
 def render_markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
-    """The comparison table in Markdown, preceded by the run's description.
+    """The comparison table in Markdown, preceded by the run's description (± only for > 1 seed).
 
     Args:
         rows: Output of :func:`summarise`.
@@ -206,7 +206,8 @@ def render_markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
     for row in rows:
         cells = [f"**{row['model']}** (best)" if row["best"] else row["model"], str(row["n_seeds"])]
         for name in [f"valid_{SELECT_METRIC}", *(f"test_{m}" for m in TEST_METRICS)]:
-            cells.append(f"{row[name + '_mean']:.4f} ± {row[name + '_std']:.4f}")
+            mean, std = row[name + "_mean"], row[name + "_std"]
+            cells.append(f"{mean:.4f} ± {std:.4f}" if row["n_seeds"] > 1 else f"{mean:.4f}")
         cells.append(f"{row['train_seconds_mean']:.1f}")
         cells.append("—" if row["p_value"] is None else f"{row['p_value']:.3g}")
         lines.append("| " + " | ".join(cells) + " |")

@@ -92,6 +92,7 @@ def test_cli_runs_one_model(toy_root: Path, tmp_path: Path, capsys) -> None:
     assert code == 0
     printed = capsys.readouterr().out
     assert "**BPR** (best)" in printed and "| — |" in printed
+    assert "±" not in printed  # no spread from a single seed
     assert (tmp_path / "o" / "summary.md").is_file()
 
 
