@@ -1,0 +1,68 @@
+"""The FITMM report (bands, gates, modality weights) and the explain/recommend command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from recbole_fitmm import run_recbole_fitmm
+from recbole_fitmm.config import Config
+from recbole_fitmm.errors import ConfigError
+from recbole_fitmm.explain import explain_fitmm, main
+from recbole_fitmm.model.fitmm import FITMM
+from recbole_fitmm.quick_start import data_preparation
+from recbole_fitmm.utils import create_dataset
+from tests.conftest import toy_config
+
+
+def _model(root: Path) -> tuple[FITMM, object]:
+    config = Config("FITMM", "toy", config_dict=toy_config(root))
+    train_data, _, _ = data_preparation(config, create_dataset(config))
+    return FITMM(config, train_data._dataset), train_data
+
+
+def test_report_of_an_initial_model(toy_root: Path) -> None:
+    model, _ = _model(toy_root)
+    report = explain_fitmm(model)
+    assert report["blocks"] == ["id", "image", "text"] and report["num_bands"] == 3
+    for side in ("users", "items"):
+        part = report[side]
+        for shares in part["energy"]:
+            assert sum(shares) == pytest.approx(1.0)
+            assert shares[0] >= shares[1] >= shares[2]  # band 1 holds the largest singular values
+        assert part["band_weights"] == pytest.approx([torch.sigmoid(torch.tensor(1.0)).item()] * 3)
+        assert part["gate_scale"] == pytest.approx(0.5)
+        assert all(1.0 < g < 1.5 for g in part["gate_mean"])  # g = 1 + 0.5 sigmoid(.)
+        assert part["shut_off_fraction"] == [0.0, 0.0, 0.0]
+    weights = report["user_modality_weights"]["mean"]  # softmax once at init: about 1/3 each
+    assert sum(weights) == pytest.approx(1.0) and weights == pytest.approx([1 / 3] * 3, abs=0.02)
+
+
+def test_negative_gate_scale_shows_as_shut_off_bands(toy_root: Path) -> None:
+    model, _ = _model(toy_root)
+    with torch.no_grad():
+        model.item_gate.gate_scale.fill_(-1.0)
+    report = explain_fitmm(model)
+    assert report["items"]["shut_off_fraction"] == [1.0, 1.0, 1.0]
+    assert report["users"]["shut_off_fraction"] == [0.0, 0.0, 0.0]
+
+
+def test_explain_rejects_other_models(toy_root: Path) -> None:
+    with pytest.raises(ConfigError, match="FITMM"):
+        explain_fitmm(torch.nn.Linear(2, 2))
+
+
+def test_command_explains_and_recommends(
+    toy_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    result = run_recbole_fitmm("FITMM", "toy", config_dict=toy_config(toy_root, epochs=1))
+    out = tmp_path / "report.json"
+    assert main([result["checkpoint"], "--json", str(out), "--recommend", "0,1", "--k", "5"]) == 0
+    printed = capsys.readouterr().out
+    assert "energy share, image" in printed and "gate scale s" in printed
+    lines = [line for line in printed.splitlines() if line.startswith(("user 0:", "user 1:"))]
+    assert len(lines) == 2 and all(line.count("(") == 5 for line in lines)
+    assert json.loads(out.read_text())["blocks"] == ["id", "image", "text"]
