@@ -12,6 +12,8 @@ The SVD band split itself lives in :mod:`recbole_fitmm.model.spectral`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,12 +36,12 @@ class _FrozenProduct(torch.autograd.Function):
     """``A @ x`` for a constant sparse ``A`` whose transpose is known (no re-transposition)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, matrix: Tensor, matrix_t: Tensor) -> Tensor:  # noqa: ANN001
+    def forward(ctx: Any, x: Tensor, matrix: Tensor, matrix_t: Tensor) -> Tensor:
         ctx.matrix_t = matrix_t
         return matrix.to_sparse_csr() @ x
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
         return ctx.matrix_t.to_sparse_csr() @ grad, None, None
 
 
@@ -177,39 +179,23 @@ def _cosine_rows(x: Tensor) -> Tensor:
     return x / x.norm(dim=-1, keepdim=True).clamp_min(COS_EPS)
 
 
-class _Spread(torch.autograd.Function):
-    """``mean_{b,b'} log_softmax_{b'}(x xᵀ / τ)`` of s batches x [s, B, D] given as unique rows.
+def _spread(x: Tensor, weights: Tensor, tau: float) -> Tensor:
+    """``mean_{b,b'} log_softmax_{b'}(x xᵀ / τ)`` over a batch given as unique rows.
 
-    Row b stands for ``w_b`` identical batch rows (``w = 0`` pads), so the value equals the
-    all-entries mean over the expanded batch of ``W = Σ w`` rows — a B×B instead of a W×W
-    similarity. One B×B product forward and one backward (autograd needs three): with
-    ``ℓ_b = logsumexp_{b'}(x_b·x_{b'} / τ + log w_{b'})``, the value is
-    ``‖Σ_b w_b x_b‖² / (τW²) − Σ_b w_b ℓ_b / W`` and its gradient
-    ``(2 w_b Σ w x / W² − (w ⊙ Q x + Qᵀ (w ⊙ x)) / W) / τ``, Q the row softmax of the logits.
+    Row b of ``x`` [B, D] stands for ``weights[b]`` identical batch rows; the value is the
+    all-entries mean over that expanded batch of ``W = Σ w`` rows, from a B×B instead of a W×W
+    similarity: with ``L = log_softmax(x xᵀ / τ + log w)`` (``log w`` added to every row), it is
+    ``wᵀ L w / W² − Σ_b w_b log w_b / W``.
     """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weights: Tensor, tau: float) -> Tensor:  # noqa: ANN001
-        logits = torch.baddbmm(x.new_empty(()), x, x.mT, beta=0.0, alpha=1.0 / tau)
-        if not bool((weights == 1).all()):
-            logits.add_(weights.log().unsqueeze(1))
-        total_weight = weights.sum(-1)
-        total = (weights.unsqueeze(-1) * x).sum(dim=1)
-        lse = torch.logsumexp(logits, dim=-1)
-        ctx.save_for_backward(x, weights, logits, total, total_weight)
-        ctx.tau = tau
-        mean_logit = (total * total).sum(-1) / (tau * total_weight**2)
-        return mean_logit - (weights * lse).sum(-1) / total_weight
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
-        x, weights, logits, total, total_weight = ctx.saved_tensors
-        probs = torch.softmax(logits, dim=-1)
-        w = weights.unsqueeze(-1)
-        both = torch.baddbmm(w * (probs @ x), probs.mT, w * x)  # no B×B sum is formed
-        scale = total_weight.view(-1, 1, 1)
-        out = 2.0 * w * total.unsqueeze(1) / scale**2 - both / scale
-        return out * (grad / ctx.tau).view(-1, 1, 1), None, None
+    logits = x @ x.T / tau
+    repeated = not bool((weights == 1).all())
+    if repeated:
+        logits = logits + weights.log()
+    total = weights.sum()
+    value = weights @ F.log_softmax(logits, dim=-1) @ weights / total**2
+    if repeated:
+        value = value - (weights * weights.log()).sum() / total
+    return value
 
 
 def _weights(bands: Tensor, counts: Tensor | None) -> Tensor:
@@ -219,14 +205,11 @@ def _weights(bands: Tensor, counts: Tensor | None) -> Tensor:
 
 def _spread_sum(sides: list[tuple[Tensor, Tensor]], tau: float) -> Tensor:
     """Σ over the sides and the bands ``k >= ⌊M/2⌋`` of the all-entries mean log-softmax."""
-    rows = max(bands.shape[0] for bands, _ in sides)
-    xs, ws = [], []
-    for bands, weights in sides:  # pad both sides to the same row count with weight-0 rows
-        high = bands[:, bands.shape[1] // 2 :]
-        pad = rows - bands.shape[0]
-        xs.append(F.pad(high, (0, 0, 0, 0, 0, pad)).transpose(0, 1))
-        ws.append(F.pad(weights, (0, pad)).expand(high.shape[1], rows))
-    return _Spread.apply(torch.cat(xs), torch.cat(ws), tau).sum()
+    return sum(
+        _spread(bands[:, k], weights, tau)
+        for bands, weights in sides
+        for k in range(bands.shape[1] // 2, bands.shape[1])
+    )
 
 
 def _mean_rows(values: Tensor, weights: Tensor) -> Tensor:

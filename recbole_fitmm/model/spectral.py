@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -93,7 +94,7 @@ class _GramBases(torch.autograd.Function):
     """Right singular vectors of blocks [b, N, d] from their Gram matrices (module docstring)."""
 
     @staticmethod
-    def forward(ctx, blocks: Tensor, labels: Tensor, guard: float, float64: bool) -> Tensor:  # noqa: ANN001
+    def forward(ctx: Any, blocks: Tensor, labels: Tensor, guard: float, float64: bool) -> Tensor:
         work = blocks.double() if float64 else blocks
         with _one_thread():
             eigvals, eigvecs = torch.linalg.eigh(work.mT @ work)
@@ -103,7 +104,7 @@ class _GramBases(torch.autograd.Function):
         return eigvecs.to(blocks.dtype)
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:  # noqa: ANN001
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
         blocks, eigvals, eigvecs, labels = ctx.saved_tensors
         # dV = V (F ∘ Vᵀ dG V) with F_ij = 1 / (λ_j − λ_i): keep cross-band pairs only.
         rotated = eigvecs.mT @ grad.to(eigvecs.dtype)
