@@ -54,11 +54,6 @@ class TestDRAGON(ModelContract):
     overrides = {"learning_rate": 0.01}  # the paper's 1e-4 is too slow for a 10-epoch fit
 
 
-class TestFITMM(ModelContract):
-    model_name = "FITMM"
-    overrides = {"learning_rate": 0.01}  # the release's 1e-4 is too slow for a 10-epoch fit
-
-
 # ---------------------------------------------------------------------------- helpers
 PARAMS = {
     "VBPR": VBPRParams,
