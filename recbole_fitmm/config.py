@@ -38,6 +38,7 @@ PLUGIN_DATASET_ARGS = [
     "cold_user_policy",
 ]
 TEST_MASKS = ("train_only", "train_valid")
+NEG_SAMPLE_POOLS = ("all", "train_items")
 FEATURE_POLICIES = ("strict", "lenient")
 DUPLICATE_POLICIES = ("error", "drop")
 COLD_USER_POLICIES = ("drop", "error", "keep")
@@ -81,6 +82,7 @@ class Config(RecBoleConfig):
         self.parameters = {key: list(value) for key, value in self.parameters.items()}
         self.parameters["Dataset"] += PLUGIN_DATASET_ARGS
         self.parameters["Evaluation"] += ["test_mask"]
+        self.parameters["Training"] += ["neg_sample_pool"]
 
     def _load_cmd_line(self) -> dict[str, Any]:
         """The library never reads ``sys.argv``: scripts pass ``--key=value`` in ``config_dict``
@@ -175,6 +177,7 @@ def check_values(values: Mapping[str, Any], plugin_model: bool = False) -> None:
         ConfigError: The first value out of range, naming the key, the value and what is allowed.
     """
     _choice(values, "test_mask", TEST_MASKS)
+    _choice(values, "neg_sample_pool", NEG_SAMPLE_POOLS)
     _choice(values, "feature_policy", FEATURE_POLICIES)
     _choice(values, "duplicate_policy", DUPLICATE_POLICIES)
     _choice(values, "cold_user_policy", COLD_USER_POLICIES)

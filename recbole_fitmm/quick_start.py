@@ -16,6 +16,7 @@ from recbole.utils import init_logger, init_seed
 
 from recbole_fitmm.checkpoint import find_latest
 from recbole_fitmm.config import Config
+from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.provenance import build_provenance, write_json
 from recbole_fitmm.utils import create_dataset, get_model, get_trainer
 
@@ -42,9 +43,35 @@ def apply_test_mask(config: Any, train_data: Any, test_data: Any) -> None:
         test_data.uid2history_item[uid] = torch.as_tensor(history, dtype=torch.int64)
 
 
+def apply_negative_pool(config: Any, train_data: Any) -> None:
+    """Restrict training negatives to items of the training split (``neg_sample_pool``).
+
+    RecBole's sampler draws item ids uniformly from ``1 .. n_items - 1`` and rejects the user's
+    positives (``all``). MMRec's loader (and so the FITMM release) draws from the items present
+    in the training split only (``train_items``): an item seen only in valid/test never becomes a
+    negative. Same rejection of positives, one ``randint`` per draw as RecBole's.
+
+    Args:
+        config: The run's configuration.
+        train_data: Training dataloader; its sampler's uniform draw is replaced in place.
+
+    Raises:
+        ConfigError: ``train_items`` with a non-uniform negative distribution.
+    """
+    sampler = getattr(train_data, "_sampler", None)
+    if config["neg_sample_pool"] != "train_items" or sampler is None:
+        return
+    if getattr(sampler, "distribution", "uniform") != "uniform":
+        raise ConfigError("neg_sample_pool: train_items needs uniform negative sampling")
+    items = train_data._dataset.inter_feat[config["ITEM_ID_FIELD"]].numpy()
+    pool = np.unique(items)
+    sampler._uni_sampling = lambda n: pool[np.random.randint(0, len(pool), n)]
+
+
 def data_preparation(config: Any, dataset: Any) -> tuple[Any, Any, Any]:
-    """RecBole's ``data_preparation`` followed by the plugin's test mask."""
+    """RecBole's ``data_preparation`` followed by the plugin's negative pool and test mask."""
     train_data, valid_data, test_data = recbole_data_preparation(config, dataset)
+    apply_negative_pool(config, train_data)
     apply_test_mask(config, train_data, test_data)
     return train_data, valid_data, test_data
 

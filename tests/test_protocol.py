@@ -105,3 +105,40 @@ def test_unknown_test_mask_is_rejected(tmp_path: Path) -> None:
     _write(tmp_path)
     with pytest.raises(ValueError, match="test_mask"):
         _evaluate(tmp_path, "everything")
+
+
+def _negatives(root: Path, pool: str, epochs: int = 40) -> set[str]:
+    """Item tokens drawn as training negatives over ``epochs`` passes of the hand data."""
+    config = Config(
+        "BPR",
+        "hand",
+        config_dict={
+            "data_path": str(root),
+            "benchmark_filename": ["train", "valid", "test"],
+            "neg_sample_pool": pool,
+            "gpu_id": "",
+            "state": "ERROR",
+        },
+    )
+    dataset = create_dataset(config)
+    train_data, _, _ = data_preparation(config, dataset)
+    drawn: set[str] = set()
+    for _ in range(epochs):
+        for batch in train_data:
+            for item in batch[config["NEG_PREFIX"] + config["ITEM_ID_FIELD"]].tolist():
+                drawn.add(dataset.id2token(dataset.iid_field, item))
+    return drawn
+
+
+def test_negative_pool_train_items_draws_only_training_items(tmp_path: Path) -> None:
+    # Training items a, b, e. u1 (a, b) can only get e; u2 (e) gets a or b. c, d, f occur only
+    # in valid/test: RecBole's pool draws them, MMRec's never does.
+    _write(tmp_path)
+    assert _negatives(tmp_path, "train_items") == {"a", "b", "e"}
+    assert _negatives(tmp_path, "all") == {"a", "b", "c", "d", "e", "f"}
+
+
+def test_unknown_negative_pool_is_rejected(tmp_path: Path) -> None:
+    _write(tmp_path)
+    with pytest.raises(ValueError, match="neg_sample_pool"):
+        _negatives(tmp_path, "everything", epochs=1)
