@@ -14,7 +14,11 @@ training does. It reports seconds per epoch, seconds per evaluation (the first e
 each epoch, so every model recomputes its cached representations), peak RSS (``VmHWM``, and
 its value once the data are loaded) and the ratios FITMM / LightGCN. Usage::
 
-    python benchmarks/bench_fitmm.py [--epochs 2] [--threads N] [--skip-ml100k] [--svd] [--json F]
+    python benchmarks/bench_fitmm.py [--epochs 2] [--threads N] [--skip-ml100k] [--bf16] [--svd]
+        [--json F]
+
+``--bf16`` adds ``FITMM-bf16``: FITMM with ``feature_mlp_dtype: bfloat16`` (the feature MLPs
+under bfloat16 autocast, a speed option that changes the arithmetic), timed in the same run.
 
 ``--svd`` first compares the band-split solvers (accuracy against a float64 SVD on the Baby-sized
 model's matrices, time, finiteness of gradients on degenerate blocks).
@@ -40,6 +44,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_ML100K = ROOT.parent / "shared" / "data" / "ml100k"
 MODELS = ("LightGCN", "FITMM")
+#: Labelled variants: label -> (model, extra configuration values).
+VARIANTS = {"FITMM-bf16": ("FITMM", {"feature_mlp_dtype": "bfloat16"})}
 #: Amazon Baby's size (fitmm_method.md §6.3): 160,792 interactions over 19,445 users.
 BABY = {"n_users": 19445, "n_items": 7050, "mean_inter": 160792 / 19445, "min_inter": 5}
 
@@ -73,7 +79,13 @@ def peak_rss_mib() -> float:
 
 
 def worker(
-    model: str, dataset: str, root: str, values: dict[str, Any], epochs: int, threads: int
+    model: str,
+    dataset: str,
+    root: str,
+    values: dict[str, Any],
+    epochs: int,
+    threads: int,
+    label: str = "",
 ) -> dict:
     """Train and evaluate one model; runs inside its own subprocess."""
     import torch
@@ -112,7 +124,7 @@ def worker(
         eval_seconds.append(time.perf_counter() - start)
         recall.append(float(result["recall@20"]))
     return {
-        "model": model,
+        "model": label or model,
         "dataset": dataset,
         "init_seconds": init_seconds,
         "epoch_seconds": epoch_seconds,
@@ -207,10 +219,10 @@ def svd_study(root: str, values: dict[str, Any]) -> list[str]:
 
 
 def run_worker(
-    model: str, dataset: str, root: Path, values: dict, epochs: int, threads: int
+    model: str, dataset: str, root: Path, values: dict, epochs: int, threads: int, label: str = ""
 ) -> dict:
     """Run :func:`worker` in a fresh interpreter and parse its JSON answer."""
-    args = json.dumps([model, dataset, str(root), values, epochs, threads])
+    args = json.dumps([model, dataset, str(root), values, epochs, threads, label])
     done = subprocess.run(
         [sys.executable, __file__, "--worker", args],
         capture_output=True,
@@ -249,7 +261,7 @@ def report(rows: list[dict]) -> str:
             f" {'init s':>7s}"
             f" {'batches':>8s}  valid R@20 per epoch"
         )
-        for name in MODELS:
+        for name in by_model:
             row = by_model[name]
             row["epoch"] = statistics.median(row["epoch_seconds"])
             row["eval"] = statistics.median(row["eval_seconds"])
@@ -259,12 +271,14 @@ def report(rows: list[dict]) -> str:
                 f" {row['data_rss_mib']:9.0f} {row['init_seconds']:7.2f}"
                 f" {row['train_batches']:8d}  {recall}"
             )
-        fitmm, lightgcn = by_model["FITMM"], by_model["LightGCN"]
-        lines.append(
-            f"ratio FITMM/LightGCN: epoch {fitmm['epoch'] / lightgcn['epoch']:.2f}x (target <= 5), "
-            f"eval {fitmm['eval'] / lightgcn['eval']:.2f}x (target <= 1.5), "
-            f"peak memory {fitmm['peak_rss_mib'] / lightgcn['peak_rss_mib']:.2f}x"
-        )
+        lightgcn = by_model["LightGCN"]
+        for name in (name for name in by_model if name.startswith("FITMM")):
+            fitmm = by_model[name]
+            lines.append(
+                f"ratio {name}/LightGCN: epoch {fitmm['epoch'] / lightgcn['epoch']:.2f}x "
+                f"(target <= 5), eval {fitmm['eval'] / lightgcn['eval']:.2f}x (target <= 1.5), "
+                f"peak memory {fitmm['peak_rss_mib'] / lightgcn['peak_rss_mib']:.2f}x"
+            )
     return "\n".join(lines)
 
 
@@ -285,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=0, help="torch threads per model (default: torch's)"
     )
     parser.add_argument("--svd", action="store_true", help="also study the band-split solvers")
+    parser.add_argument("--bf16", action="store_true", help="also time FITMM-bf16")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -304,8 +319,15 @@ def main(argv: list[str] | None = None) -> int:
                 torch.set_num_threads(args.threads)
             print("\n".join(svd_study(str(root), datasets["babysynth"])), flush=True)
         for dataset, values in datasets.items():
-            for model in MODELS:
-                rows.append(run_worker(model, dataset, root, values, args.epochs, args.threads))
+            runs = [(model, model, {}) for model in MODELS]
+            if args.bf16:
+                runs += [(label, model, extra) for label, (model, extra) in VARIANTS.items()]
+            for label, model, extra in runs:
+                rows.append(
+                    run_worker(
+                        model, dataset, root, {**values, **extra}, args.epochs, args.threads, label
+                    )
+                )
                 print(json.dumps(rows[-1]), flush=True)
     print(report(rows))
     if args.json:

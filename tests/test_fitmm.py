@@ -390,6 +390,30 @@ def test_decomposition_options_give_the_same_forward(
     torch.testing.assert_close(a.item_e, b.item_e, rtol=tolerance, atol=tolerance)
 
 
+def test_bfloat16_feature_mlp_option(default: FITMM, base: tuple) -> None:
+    # Only the feature MLPs change arithmetic: their outputs move by bf16 rounding (~1e-2
+    # relative), stay float32, and the loss and every gradient stay finite and close.
+    other = build(base, feature_mlp_dtype="bfloat16")
+    transplant(default, other)
+    exact, low = default.encode_features(), other.encode_features()
+    for a, b in zip(exact, low):
+        assert b.dtype == torch.float32
+        error = ((a - b).norm() / a.norm()).item()
+        assert 0 < error < 3e-2
+    data = batch(base)
+    for model in (default, other):
+        model.zero_grad()
+        model.calculate_loss(data).backward()
+    torch.testing.assert_close(
+        default.calculate_loss(data), other.calculate_loss(data), rtol=2e-2, atol=0
+    )
+    for (name, p), q in zip(default.named_parameters(), other.parameters()):
+        assert q.grad is not None and torch.isfinite(q.grad).all(), name
+        assert q.grad.dtype == p.dtype == torch.float32
+    with pytest.raises(ConfigError, match="feature_mlp_dtype"):
+        build(base, feature_mlp_dtype="float16")
+
+
 def test_user_graph_option(base: tuple) -> None:
     dataset = copy.copy(base[1]._dataset)
     with pytest.raises(ConfigError, match="user_modality"):

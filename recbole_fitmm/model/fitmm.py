@@ -35,6 +35,7 @@ from recbole_fitmm.model.abstract import MultiModalRecommender
 from recbole_fitmm.model.params import ModelParams, check
 
 CONSISTENCIES = ("band", "cross_modal", "none")
+FEATURE_MLP_DTYPES = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,9 @@ class FITMMParams(ModelParams):
         svd_solver: ``gram`` (stable backward) or ``svd`` (release's autograd).
         svd_float64: Run the decomposition in float64.
         svd_grad_guard: Relative Lorentzian width of the ``gram`` backward (0 = exact 1/Δ).
+        feature_mlp_dtype: ``float32`` (faithful) or ``bfloat16``: the feature MLPs' products
+            run under bfloat16 autocast (weights and feature tables stay float32). A speed
+            option, not the release's arithmetic (BENCHMARKS.md measures both).
         learning_rate: Adam learning rate (the release's model yaml: 1e-4); read by the trainer.
     """
 
@@ -95,6 +99,7 @@ class FITMMParams(ModelParams):
     svd_solver: str
     svd_float64: bool
     svd_grad_guard: float
+    feature_mlp_dtype: str
     learning_rate: float
 
     def validate(self) -> None:
@@ -131,6 +136,7 @@ class FITMMParams(ModelParams):
             "consistency": CONSISTENCIES,
             "loss_type": layers.LOSS_TYPES,
             "svd_solver": spectral.SOLVERS,
+            "feature_mlp_dtype": FEATURE_MLP_DTYPES,
         }
         for name, allowed in choices.items():
             value = getattr(self, name)
@@ -277,9 +283,7 @@ class FITMM(MultiModalRecommender):
             ``(R_u, H_u, R_i, H_i)``: [n_users-1, D] twice, then [n_items-1, D] twice.
         """
         n_users, n_blocks = self.preference.shape[0], self.n_blocks
-        item_inputs = [self.item_embedding] + [
-            encoder(table) for encoder, table in zip(self.encoders, self.feature_tables)
-        ]
+        item_inputs = [self.item_embedding] + self.encode_features()
         x = torch.cat([self.preference, torch.cat(item_inputs, dim=1)])
         x = F.normalize(x.view(x.shape[0], n_blocks, self.dim), dim=-1).view(x.shape[0], -1)
         total = x  # sum of layers 0..L; all blocks in one product per layer
@@ -295,6 +299,18 @@ class FITMM(MultiModalRecommender):
             if self.item_graph is not None:
                 h_i = layers.sparse_product(self.item_graph, self.item_graph_t, h_i)
         return r_u.view(n_users, -1), h_u, r_i, h_i
+
+    def encode_features(self) -> list[Tensor]:
+        """The feature MLPs over every real item's (trainable) raw features (§2.2).
+
+        Returns:
+            One [n_items-1, d] float32 tensor per modality.
+        """
+        device = self.item_embedding.device.type
+        low = self.params.feature_mlp_dtype == "bfloat16"
+        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=low):
+            out = [encoder(table) for encoder, table in zip(self.encoders, self.feature_tables)]
+        return [x.float() for x in out]
 
     def fuse(
         self, base: Tensor, aux: Tensor, bands: Bands | None, gate: layers.BandGate
