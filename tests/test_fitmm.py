@@ -390,6 +390,19 @@ def test_decomposition_options_give_the_same_forward(
     torch.testing.assert_close(a.item_e, b.item_e, rtol=tolerance, atol=tolerance)
 
 
+def test_fixed_features_option(default: FITMM, base: tuple) -> None:
+    # train_features: False keeps the raw tables out of training only: same forward, no gradient.
+    fixed = build(base, train_features=False)
+    transplant(default, fixed)
+    with torch.no_grad():
+        torch.testing.assert_close(fixed.forward().item_e, default.forward().item_e)
+    fixed.calculate_loss(batch(base)).backward()
+    for table in fixed.feature_tables:
+        assert not table.requires_grad and table.grad is None
+    assert all(p.grad is not None for p in fixed.encoders.parameters())
+    assert set(fixed.state_dict()) == set(default.state_dict())
+
+
 def test_bfloat16_feature_mlp_option(default: FITMM, base: tuple) -> None:
     # Only the feature MLPs change arithmetic: their outputs move by bf16 rounding (~1e-2
     # relative), stay float32, and the loss and every gradient stay finite and close.

@@ -70,6 +70,8 @@ class FITMMParams(ModelParams):
         svd_solver: ``gram`` (stable backward) or ``svd`` (release's autograd).
         svd_float64: Run the decomposition in float64.
         svd_grad_guard: Relative Lorentzian width of the ``gram`` backward (0 = exact 1/Δ).
+        train_features: Train the raw feature tables, as the release does (``True``); ``False``
+            keeps them fixed (an option for the tiktok investigation in BENCHMARKS.md).
         feature_mlp_dtype: ``float32`` (faithful) or ``bfloat16``: the feature MLPs' products
             run under bfloat16 autocast (weights and feature tables stay float32). A speed
             option, not the release's arithmetic (BENCHMARKS.md measures both).
@@ -99,6 +101,7 @@ class FITMMParams(ModelParams):
     svd_solver: str
     svd_float64: bool
     svd_grad_guard: float
+    train_features: bool
     feature_mlp_dtype: str
     learning_rate: float
 
@@ -241,7 +244,9 @@ class FITMM(MultiModalRecommender):
             nn.init.xavier_normal_(self.preference.data[:, b * d : (b + 1) * d])
         self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, d)))
         feats = [self.modal_feats[name][1:].float() for name in self.modalities]
-        self.feature_tables = nn.ParameterList(nn.Parameter(f.clone()) for f in feats)
+        self.feature_tables = nn.ParameterList(
+            nn.Parameter(f.clone(), requires_grad=p.train_features) for f in feats
+        )
         self.encoders = nn.ModuleList(
             layers.feature_mlp(f.shape[1], p.mlp_hidden_size, d) for f in feats
         )
