@@ -241,6 +241,26 @@ def test_lgmrec_noise_only_in_training(toy_root: Path) -> None:
     assert torch.equal(*clean)
 
 
+def test_lgmrec_user_hyperedges_option(toy_root: Path) -> None:
+    # The release's assignments: modality 0's users get the last modality's softmax, the others
+    # their raw logits; per_modality: each its own softmax. Items are the same in both.
+    _, _, model = build("LGMRec", toy_root)
+    model.eval()
+    logits = [torch.randn(5, 4), torch.randn(5, 4)]
+    released = [model.user_assignments(logits, m) for m in (0, 1)]
+    assert torch.equal(released[0], torch.softmax(logits[1] / 0.2, dim=1))
+    assert torch.equal(released[1], logits[1])
+    config = dict(model.params.__dict__, user_hyperedges="per_modality")
+    model.params = type(model.params)(**config)
+    own = [model.user_assignments(logits, m) for m in (0, 1)]
+    for m in (0, 1):
+        assert torch.equal(own[m], torch.softmax(logits[m] / 0.2, dim=1))
+    assert not torch.equal(own[0], released[0])
+    with torch.no_grad():
+        user_e, item_e = model.compute_representations()
+    assert torch.isfinite(user_e).all() and torch.isfinite(item_e).all()
+
+
 def test_dragon_user_graph_and_untouched_batch(toy_root: Path) -> None:
     _, train_data, model = build("DRAGON", toy_root)
     coo = train_data._dataset.inter_matrix(form="coo")

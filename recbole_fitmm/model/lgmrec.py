@@ -27,6 +27,13 @@ Other generalisations: any number of modalities. GHE and MGE sum over all modali
 contrastive term sums over every pair of modalities ``a < b`` in dataset order (for
 ``[image, text]`` exactly the release's single v→t term). With one modality there is no
 contrastive term (the release falls back to CGE only, i.e. LightGCN, when a modality is missing).
+
+**User hyperedges (``user_hyperedges``).** In the release's ``forward`` the text block assigns
+``uv_hyper = gumbel_softmax(ut_hyper)``: the image branch's user assignments are overwritten by the
+*text* users' softmax, and the text branch's user assignments stay the raw logits ``R F_t H_t``.
+``release`` (default) reproduces this for any number of modalities (the first modality's users get
+the last modality's softmax, every other modality's users its raw logits); ``per_modality`` gives
+each modality's users the softmax of their own logits, as the paper describes.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from recbole_fitmm.model.params import ModelParams, check
 
 #: Temperature of the hyperedge softmax and of the contrastive loss (hard-coded in the release).
 TAU = 0.2
+USER_HYPEREDGES = ("release", "per_modality")
 CF_MODELS = ("lightgcn", "mf")
 
 
@@ -65,6 +73,8 @@ class LGMRecParams(ModelParams):
         alpha: Weight of the global hypergraph embedding.
         cl_weight: Weight of the hypergraph contrastive loss.
         reg_weight: Weight of the L2-norm regulariser.
+        user_hyperedges: ``release`` (the released code's assignments, see the module docstring)
+            or ``per_modality``.
     """
 
     embedding_size: int
@@ -78,6 +88,7 @@ class LGMRecParams(ModelParams):
     alpha: float
     cl_weight: float
     reg_weight: float
+    user_hyperedges: str
 
     def validate(self) -> None:
         """Range checks (:class:`~recbole_fitmm.errors.ConfigError` on a bad value)."""
@@ -93,6 +104,11 @@ class LGMRecParams(ModelParams):
         check(self.hyper_num >= 1, "LGMRec", "hyper_num must be >= 1")
         check(0.0 < self.keep_rate <= 1.0, "LGMRec", "keep_rate must be in (0, 1]")
         check(min(self.alpha, self.cl_weight, self.reg_weight) >= 0, "LGMRec", "weights >= 0")
+        check(
+            self.user_hyperedges in USER_HYPEREDGES,
+            "LGMRec",
+            f"user_hyperedges must be one of {USER_HYPEREDGES}, got {self.user_hyperedges!r}",
+        )
 
 
 def hypergraph_conv(
@@ -193,6 +209,21 @@ class LGMRec(MultiModalRecommender):
             return F.gumbel_softmax(logits, TAU, hard=False, dim=1)
         return torch.softmax(logits / TAU, dim=1)
 
+    def user_assignments(self, user_logits: list[Tensor], m: int) -> Tensor:
+        """User–hyperedge assignments of modality ``m`` (``user_hyperedges``, before dropout).
+
+        Args:
+            user_logits: Per modality, the users' hyperedge logits ``R F H`` [U, H].
+            m: Index of the modality.
+
+        Returns:
+            [U, H]: ``per_modality``: the softmax of modality m's logits; ``release`` with several
+            modalities: the last modality's softmax for m = 0, raw logits otherwise.
+        """
+        if self.params.user_hyperedges == "per_modality" or len(user_logits) == 1:
+            return self._assign(user_logits[m])
+        return self._assign(user_logits[-1]) if m == 0 else user_logits[m]
+
     def _forward(self) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
         """All representations.
 
@@ -209,12 +240,12 @@ class LGMRec(MultiModalRecommender):
         mge = torch.zeros_like(cge)
         ghe = torch.zeros_like(cge)
         hyper_embs = []
-        for name in self.names:
-            feat = getattr(self, f"feat_{name}")
-            item_logits = feat @ self.hyper[name]
-            user_logits = torch.sparse.mm(self.inter, item_logits)
-            item_hyper = self.drop(self._assign(item_logits)) * self.item_mask
-            user_hyper = self.drop(self._assign(user_logits))
+        feats = [getattr(self, f"feat_{name}") for name in self.names]
+        item_logits = [feat @ self.hyper[name] for feat, name in zip(feats, self.names)]
+        user_logits = [torch.sparse.mm(self.inter, logits) for logits in item_logits]
+        for m, (name, feat) in enumerate(zip(self.names, feats)):
+            item_hyper = self.drop(self._assign(item_logits[m])) * self.item_mask
+            user_hyper = self.drop(self.user_assignments(user_logits, m))
             item_x = feat @ self.item_trs[name]
             user_x = torch.sparse.mm(self.inter_mean, item_x)
             nodes = torch.cat([user_x, item_x], dim=0)
