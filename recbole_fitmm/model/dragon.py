@@ -48,6 +48,7 @@ from recbole_fitmm.model.graph import (
     propagate,
     user_cooccurrence_graph,
 )
+from recbole_fitmm.model.layers import feature_mlp
 from recbole_fitmm.model.params import ModelParams, check
 
 
@@ -101,8 +102,7 @@ class ModalityGCN(nn.Module):
     def __init__(self, n_users: int, feat_dim: int, dim: int, n_layers: int) -> None:
         super().__init__()
         self.preference = nn.Parameter(nn.init.xavier_normal_(torch.empty(n_users, dim)))
-        self.mlp_in = nn.Linear(feat_dim, 4 * dim)
-        self.mlp_out = nn.Linear(4 * dim, dim)
+        self.mlp = feature_mlp(feat_dim, 4 * dim, dim)
         self.n_layers = n_layers
 
     def forward(self, adj: Tensor, features: Tensor) -> Tensor:
@@ -115,7 +115,7 @@ class ModalityGCN(nn.Module):
         Returns:
             ``X_m`` of shape [U + I, d].
         """
-        items = self.mlp_out(F.leaky_relu(self.mlp_in(features)))
+        items = self.mlp(features)
         x = F.normalize(torch.cat([self.preference, items], dim=0))
         return propagate(adj, x, self.n_layers, pooling="sum")
 
