@@ -10,6 +10,13 @@ run and beats the yaml files; ``--MODEL:key=value`` applies to one model only (e
 ``--DRAGON:learning_rate=0.001``). Finished runs are stored in ``<out>/runs/`` and reused by a later
 call with the same settings. Writes summary.md, summary.csv, per_seed.csv and
 per_user_recall@20.npz into ``--out``.
+
+``--from_runs DIR [DIR ...]`` trains nothing: it builds the table from the runs stored under the
+``runs/`` folders of earlier comparisons (e.g. models run in parallel processes, or with
+different seeds), for the listed models::
+
+    python run_compare.py --models BPR,LightGCN,FITMM --dataset tiktok \\
+        --from_runs results/ids results/fitmm --out results/compare_tiktok
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import argparse
 import sys
 
 from recbole_fitmm.cli import parse_overrides
-from recbole_fitmm.compare import PAIRED_TESTS, compare
+from recbole_fitmm.compare import PAIRED_TESTS, assemble, compare
 from recbole_fitmm.errors import FITMMError
 
 
@@ -38,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default=None, help="output folder (results/compare_<dataset>)")
     parser.add_argument("--test", choices=PAIRED_TESTS, default="wilcoxon", help="paired test")
     parser.add_argument("--keep_checkpoints", action="store_true", help="keep run checkpoints")
+    parser.add_argument(
+        "--from_runs", nargs="+", default=None, help="build the table from stored runs only"
+    )
     args, rest = parser.parse_known_args(argv)
     try:
         seeds = [int(seed) for seed in _names(args.seeds)]
@@ -47,6 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     try:
+        if args.from_runs:
+            out = args.out or f"results/compare_{args.dataset}"
+            result = assemble(_names(args.models), args.dataset, args.from_runs, out, args.test)
+            print(result.markdown)
+            print("written: " + ", ".join(str(path) for path in result.files))
+            return 0
         files = [name for token in args.config_files for name in token.split()]
         result = compare(
             _names(args.models),

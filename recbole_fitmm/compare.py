@@ -232,12 +232,84 @@ def compare(
             records.append(record)
             logger.info(f"compare: {model} seed {seed}: test {record.test}")
             atomic_write_text(out / "per_seed.csv", render_csv(per_seed_rows(records)))
-    rows = summarise(records, method)
     header = {
         "dataset": dataset,
         "models": ", ".join(models),
         "seeds": ", ".join(map(str, seeds)),
         "selection": "best epoch and best model on valid Recall@20; test evaluated once",
+    }
+    return _write_outputs(out, records, header, method)
+
+
+def assemble(
+    models: list[str],
+    dataset: str,
+    run_dirs: list[str | Path],
+    out_dir: str | Path,
+    method: str = "wilcoxon",
+) -> Comparison:
+    """The comparison table from runs stored by earlier comparisons, any seeds per model.
+
+    Uses every ``<model>-seed<seed>`` run in the ``runs/`` folder of each of ``run_dirs`` whose
+    model is listed, whatever settings it was made with: the caller vouches that the runs share
+    the dataset and protocol (e.g. models trained in separate processes or on other machines, or
+    a model with its own validation-selected settings). Nothing is trained.
+
+    Args:
+        models: Model names, in table order.
+        dataset: Dataset name (for the table's header).
+        run_dirs: Output folders of earlier comparisons.
+        out_dir: Where the table files go.
+        method: Paired test, ``wilcoxon`` or ``ttest``.
+
+    Returns:
+        The runs, the table rows and the written files.
+
+    Raises:
+        ConfigError: A listed model has no stored run, or two folders hold the same model and
+            seed.
+    """
+    if method not in PAIRED_TESTS:
+        raise ConfigError(f"paired test must be one of {PAIRED_TESTS}, got {method!r}")
+    found: dict[tuple[str, int], tuple[RunRecord, Path]] = {}
+    for folder in map(Path, run_dirs):
+        for meta_file in sorted((folder / "runs").glob("*-seed*.json")):
+            meta = json.loads(meta_file.read_text())
+            key = (meta["model"], int(meta["seed"]))
+            if key[0] not in models:
+                continue
+            record = load_run(folder / "runs", key[0], key[1], meta["signature"])
+            if record is None:
+                raise ConfigError(f"{meta_file}: unreadable stored run (or its .npz is missing)")
+            if key in found:
+                raise ConfigError(
+                    f"{key[0]} seed {key[1]} is stored in both {found[key][1]} and {folder}"
+                )
+            found[key] = (record, folder)
+    missing = [model for model in models if not any(key[0] == model for key in found)]
+    if missing:
+        raise ConfigError(f"no stored runs of {missing} under {[str(d) for d in run_dirs]}")
+    records = [found[key][0] for key in sorted(found, key=lambda k: (models.index(k[0]), k[1]))]
+    seeds = {model: [r.seed for r in records if r.model == model] for model in models}
+    header = {
+        "dataset": dataset,
+        "models": ", ".join(models),
+        "seeds": "; ".join(f"{m} {', '.join(map(str, s))}" for m, s in seeds.items()),
+        "selection": "assembled from stored runs (each: best epoch on valid Recall@20)",
+        "runs from": ", ".join(str(d) for d in run_dirs),
+    }
+    out = Path(out_dir)
+    atomic_write_text(out / "per_seed.csv", render_csv(per_seed_rows(records)))
+    return _write_outputs(out, records, header, method)
+
+
+def _write_outputs(
+    out: Path, records: list[RunRecord], header: dict[str, Any], method: str
+) -> Comparison:
+    """Summarise ``records`` and write summary.md/.csv and the per-user npz into ``out``."""
+    rows = summarise(records, method)
+    header = {
+        **header,
         "paired test": f"{method} over per-user test Recall@20 (seed-averaged) vs the best model",
         "std": "sample standard deviation over seeds",
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -11,7 +11,13 @@ from recbole.utils import init_seed
 
 import run_compare
 from recbole_fitmm import compare as compare_module
-from recbole_fitmm.compare import compare, evaluate_checkpoint, model_config, per_user_metrics
+from recbole_fitmm.compare import (
+    assemble,
+    compare,
+    evaluate_checkpoint,
+    model_config,
+    per_user_metrics,
+)
 from recbole_fitmm.compare_table import (
     PerUser,
     RunRecord,
@@ -73,6 +79,24 @@ def test_two_models_two_seeds_give_a_full_table(
     monkeypatch.setattr(compare_module, "run_one", lambda *a, **k: pytest.fail("retrained"))
     again = compare(["BPR", "VBPR"], "toy", [999, 1], config_dict=config, out_dir=out)
     assert [row["p_value"] for row in again.rows] == [row["p_value"] for row in rows]
+    # The table can be rebuilt from stored runs, in any model order, from several folders.
+    rebuilt = assemble(["VBPR", "BPR"], "toy", [out], tmp_path / "table")
+    assert [row["model"] for row in rebuilt.rows] == ["VBPR", "BPR"]
+    assert {r["model"]: r["p_value"] for r in rebuilt.rows} == {
+        r["model"]: r["p_value"] for r in rows
+    }
+    split = tmp_path / "split"
+    (split / "runs").mkdir(parents=True)
+    for suffix in (".json", ".npz"):  # VBPR seed 1 lives elsewhere, BPR seed 1 is dropped
+        (out / "runs" / f"VBPR-seed1{suffix}").rename(split / "runs" / f"VBPR-seed1{suffix}")
+        (out / "runs" / f"BPR-seed1{suffix}").unlink()
+    mixed = assemble(["BPR", "VBPR"], "toy", [out, split], tmp_path / "table2")
+    assert [row["n_seeds"] for row in mixed.rows] == [1, 2]
+    assert "BPR 999; VBPR 1, 999" in mixed.markdown
+    with pytest.raises(ConfigError, match="both"):
+        assemble(["VBPR"], "toy", [split, split], tmp_path / "table3")
+    with pytest.raises(ConfigError, match="no stored runs"):
+        assemble(["BPR", "LightGCN"], "toy", [out], tmp_path / "table4")
 
 
 def test_cli_runs_one_model(toy_root: Path, tmp_path: Path, capsys) -> None:
