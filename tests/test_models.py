@@ -20,7 +20,7 @@ from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.model import graph
 from recbole_fitmm.model.dragon import DRAGON, DRAGONParams
 from recbole_fitmm.model.freedom import FREEDOM, FREEDOMParams
-from recbole_fitmm.model.lgmrec import LGMRec, LGMRecParams
+from recbole_fitmm.model.lgmrec import LGMRec, LGMRecParams, infonce
 from recbole_fitmm.model.vbpr import VBPR, VBPRParams
 from recbole_fitmm.quick_start import data_preparation
 from recbole_fitmm.utils import create_dataset
@@ -239,6 +239,15 @@ def test_lgmrec_noise_only_in_training(toy_root: Path) -> None:
     with torch.no_grad():
         clean = [model.compute_representations()[1] for _ in range(2)]
     assert torch.equal(*clean)
+
+
+def test_lgmrec_infonce_is_the_release_formula() -> None:
+    gen = torch.Generator().manual_seed(4)
+    a, p, c = (torch.randn(n, 8, generator=gen, dtype=torch.float64) for n in (5, 5, 9))
+    na, npos, nc = (torch.nn.functional.normalize(x) for x in (a, p, c))
+    pos = torch.exp((na * npos).sum(dim=1) / 0.2)
+    total = torch.exp(na @ nc.T / 0.2).sum(dim=1)
+    torch.testing.assert_close(infonce(a, p, c), -torch.log(pos / total).sum())
 
 
 def test_lgmrec_user_hyperedges_option(toy_root: Path) -> None:

@@ -145,8 +145,9 @@ def infonce(anchor: Tensor, positive: Tensor, candidates: Tensor) -> Tensor:
         Scalar ``-Σ_b log(exp(cos(a_b, p_b)/τ) / Σ_n exp(cos(a_b, c_n)/τ))``.
     """
     anchor, positive, candidates = (F.normalize(x) for x in (anchor, positive, candidates))
-    pos = (anchor * positive).sum(dim=1) / TAU
-    total = torch.logsumexp(anchor @ candidates.T / TAU, dim=1)
+    anchor = anchor / TAU  # 1/τ on the [B, d] factor, not on the [B, N] similarity
+    pos = (anchor * positive).sum(dim=1)
+    total = torch.logsumexp(anchor @ candidates.T, dim=1)
     return (total - pos).sum()
 
 
