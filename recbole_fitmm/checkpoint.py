@@ -18,6 +18,7 @@ top-k lists in raw tokens.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import os
 import pickle
@@ -33,7 +34,14 @@ from torch import Tensor
 
 from recbole_fitmm.errors import CheckpointError, DataError
 from recbole_fitmm.io import atomic_write
-from recbole_fitmm.provenance import dataset_fingerprint, sidecar_path, to_plain, write_json
+from recbole_fitmm.provenance import (
+    dataset_fingerprint,
+    json_safe,
+    plain_config,
+    sidecar_path,
+    to_plain,
+    write_json,
+)
 
 #: Format tag stored in every checkpoint.
 FORMAT = "recbole_fitmm.checkpoint/1"
@@ -202,6 +210,43 @@ def find_latest(checkpoint_dir: str | Path, model: str, dataset: str) -> Path:
             f"resume_from: latest found no {model}-{dataset}-*{LAST_SUFFIX} in {folder}"
         )
     return candidates[-1]
+
+
+def find_resumable(config: Any) -> Path | None:
+    """The newest "last" checkpoint of a run with exactly this configuration.
+
+    A candidate is a ``<model>-<dataset>-*.last.pth`` in ``config["checkpoint_dir"]`` whose
+    stored resolved configuration equals ``config``'s
+    (``resume_from`` aside; the seed is part of it) and whose dataset fingerprint matches the files
+    on disk. Unreadable sidecars are skipped.
+
+    Args:
+        config: The resolved ``Config`` of the run about to start.
+
+    Returns:
+        The checkpoint to resume from (a run that had finished training resumes to its test
+        evaluation), or ``None``.
+    """
+    folder = Path(config["checkpoint_dir"])
+    pattern = f"{config['model']}-{str(config['dataset']).replace(os.sep, '_')}-*{LAST_SUFFIX}"
+    # compared as they read back from JSON (tuples become lists, non-finite floats strings)
+    wanted = json.loads(json.dumps(json_safe(plain_config(config))))
+    wanted.pop("resume_from", None)
+    fingerprint = None
+    for path in sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime_ns, reverse=True):
+        try:
+            side = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+            stored = side["provenance"]["config"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not isinstance(stored, dict):
+            continue
+        if {k: v for k, v in stored.items() if k != "resume_from"} != wanted:
+            continue
+        fingerprint = fingerprint or dataset_fingerprint(config)
+        if side["provenance"].get("dataset_fingerprint", {}).get("sha256") == fingerprint["sha256"]:
+            return path
+    return None
 
 
 def load_model(

@@ -9,7 +9,10 @@ reproduce the run's test Recall@20. Statistics and tables: :mod:`recbole_fitmm.c
 Configuration keys ``MODEL:key`` apply to one model only (e.g. ``DRAGON:learning_rate``). Every
 finished run is stored in ``<out>/runs/`` with a signature of its model, dataset, seed, config
 files and values; a later comparison with the same signature reuses it instead of training again,
-so an interrupted comparison resumes and models can be added one at a time. Delete ``runs/`` after
+so an interrupted comparison resumes and models can be added one at a time; a run that was
+interrupted during training continues from its ``*.last.pth`` checkpoint when one with the same
+resolved configuration and data is found in the checkpoint folder
+(:func:`~recbole_fitmm.checkpoint.find_resumable`). Delete ``runs/`` after
 changing model code. Files in ``out_dir``, written atomically: ``summary.md``, ``summary.csv``,
 ``per_seed.csv`` (rewritten after every run) and ``per_user_recall@20.npz``.
 """
@@ -33,6 +36,7 @@ from recbole.evaluator.collector import Collector
 from recbole.evaluator.metrics import NDCG, Recall
 from recbole.utils import init_seed
 
+from recbole_fitmm.checkpoint import find_resumable
 from recbole_fitmm.compare_table import (
     PAIRED_TESTS,
     SELECT_METRIC,
@@ -128,6 +132,7 @@ def run_one(
     config_file_list: list[str] | None,
     config_dict: dict[str, Any],
     keep_checkpoints: bool = False,
+    resume_from: str | Path | None = None,
 ) -> RunRecord:
     """Train, select on valid and test one model with one seed, then score users one by one.
 
@@ -138,6 +143,7 @@ def run_one(
         config_file_list: Extra yaml files.
         config_dict: Extra configuration values (``seed`` is set here).
         keep_checkpoints: Keep the run's checkpoint files (deleted otherwise).
+        resume_from: Continue this interrupted run's ``*.last.pth`` checkpoint.
 
     Returns:
         The run's record.
@@ -145,7 +151,9 @@ def run_one(
     Raises:
         RuntimeError: The per-user re-evaluation does not reproduce the run's test Recall@20.
     """
-    result = run_recbole_fitmm(model, dataset, config_file_list, {**config_dict, "seed": seed})
+    result = run_recbole_fitmm(
+        model, dataset, config_file_list, {**config_dict, "seed": seed}, resume_from=resume_from
+    )
     checkpoint = result["checkpoint"]
     test, per_user = evaluate_checkpoint(result["config"], checkpoint)
     mean = float(per_user.values[SELECT_METRIC].mean())
@@ -223,8 +231,18 @@ def compare(
             signature = run_signature(model, dataset, seed, config_file_list, per_model[model])
             record = load_run(out / "runs", model, seed, signature)
             if record is None:
+                values = {**per_model[model], "seed": seed}
+                resume = find_resumable(Config(model, dataset, config_file_list, values))
+                if resume is not None:
+                    logger.info(f"compare: {model} seed {seed}: resuming {resume}")
                 record = run_one(
-                    model, dataset, seed, config_file_list, per_model[model], keep_checkpoints
+                    model,
+                    dataset,
+                    seed,
+                    config_file_list,
+                    per_model[model],
+                    keep_checkpoints,
+                    resume,
                 )
                 save_run(out / "runs", record, signature)
             else:

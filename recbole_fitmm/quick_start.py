@@ -167,7 +167,8 @@ def _run(config: Config, saved: bool, resume_from: str | Path | None) -> dict[st
     best_valid_score, best_valid_result = trainer.fit(
         train_data, valid_data, saved=saved, show_progress=config["show_progress"]
     )
-    train_seconds = time.perf_counter() - start
+    # seconds of training, including those before an interruption when resumed
+    train_seconds = time.perf_counter() - start + getattr(trainer, "resumed_train_seconds", 0.0)
     test_result = trainer.evaluate(
         test_data, load_best_model=saved, show_progress=config["show_progress"]
     )

@@ -69,6 +69,9 @@ class CheckpointMixin:
         self._finished = False
         self._saving = True
         self._validating = True
+        #: Training seconds spent before this process (restored on resume).
+        self.resumed_train_seconds = 0.0
+        self._fit_start = time.perf_counter()
 
     # ------------------------------------------------------------------ provenance
     @property
@@ -121,6 +124,7 @@ class CheckpointMixin:
             "best_file": best.name if best.is_file() else None,
             "optimizer": self.optimizer.state_dict(),
             "rng": capture_rng(self._train_generator),
+            "train_seconds": self.resumed_train_seconds + time.perf_counter() - self._fit_start,
         }
         save_checkpoint(self.last_model_file, state)
         if verbose:
@@ -150,6 +154,7 @@ class CheckpointMixin:
             ``(best_valid_score, best_valid_result)``.
         """
         self._saving = saved
+        self._fit_start = time.perf_counter()
         self._validating = bool(valid_data) and self.eval_step > 0
         self._train_generator = getattr(train_data, "generator", None)
         if self._pending_rng is not None:
@@ -212,6 +217,7 @@ class CheckpointMixin:
         self.best_valid_score = checkpoint["best_valid_score"]
         self.best_valid_result = checkpoint["best_valid_result"]
         self._pending_rng = checkpoint["rng"]
+        self.resumed_train_seconds = float(checkpoint.get("train_seconds", 0.0))
         self._finished = checkpoint["stopped"] or self.start_epoch >= self.epochs
         self.last_model_file = str(path)
         if checkpoint["best_file"] is not None:

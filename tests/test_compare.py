@@ -211,3 +211,42 @@ def test_stored_runs_need_the_same_signature(tmp_path: Path) -> None:
     assert loaded.per_user.values["recall@20"].tolist() == [0.5, 1.0]
     assert load_run(tmp_path, "A", 3, "other") is None
     assert load_run(tmp_path, "A", 4, "sig") is None
+
+
+def test_a_run_interrupted_in_training_resumes_from_its_last_checkpoint(
+    toy_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recbole_fitmm.checkpoint import find_resumable, read_checkpoint
+    from recbole_fitmm.trainer import CheckpointMixin
+
+    config = toy_config(toy_root, epochs=4, stopping_step=10, train_batch_size=256)
+    whole = compare(["BPR"], "toy", [7], config_dict=config, out_dir=tmp_path / "whole")
+    out = tmp_path / "cut"
+    original = CheckpointMixin._train_epoch
+
+    def killed_at_epoch_2(self, train_data, epoch_idx, *args, **kwargs):
+        if epoch_idx == 2:
+            raise KeyboardInterrupt
+        return original(self, train_data, epoch_idx, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(CheckpointMixin, "_train_epoch", killed_at_epoch_2)
+        with pytest.raises(KeyboardInterrupt):
+            compare(["BPR"], "toy", [7], config_dict=config, out_dir=out)
+    (last,) = (out / "checkpoints").glob("*.last.pth")
+    assert read_checkpoint(last)["epoch"] == 1 and read_checkpoint(last)["train_seconds"] > 0
+    values = {**config, "checkpoint_dir": str(out / "checkpoints")}
+    assert find_resumable(Config("BPR", "toy", None, {**values, "seed": 7})) == last
+    assert find_resumable(Config("BPR", "toy", None, {**values, "seed": 8})) is None
+    assert find_resumable(Config("BPR", "toy", None, {**values, "seed": 7, "epochs": 5})) is None
+
+    seen = []
+    run_one = compare_module.run_one
+    monkeypatch.setattr(
+        compare_module, "run_one", lambda *a, **k: seen.append(a[-1]) or run_one(*a, **k)
+    )
+    resumed = compare(["BPR"], "toy", [7], config_dict=config, out_dir=out)
+    assert seen == [last]
+    assert resumed.records[0].test == whole.records[0].test
+    assert resumed.records[0].valid == whole.records[0].valid
+    assert not list((out / "checkpoints").glob("*.pth"))
