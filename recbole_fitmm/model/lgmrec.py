@@ -225,12 +225,13 @@ class LGMRec(MultiModalRecommender):
             return self._assign(user_logits[m])
         return self._assign(user_logits[-1]) if m == 0 else user_logits[m]
 
-    def _forward(self) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
-        """All representations.
+    def parts(self) -> tuple[Tensor, Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+        """The three summands of the final embeddings, users stacked over items.
 
         Returns:
-            ``user_e`` [U, d], ``item_e`` [I, d] and, per modality, the hypergraph embeddings
-            ``(user_hyper_e [U, d], item_hyper_e [I, d])``.
+            ``cge`` [U+I, d] (collaborative), ``mge`` [U+I, d] (``Σ_m normalize(MGE_m)``),
+            ``ghe`` [U+I, d] (``alpha · normalize(Σ_m GHE_m)``) and, per modality, the
+            hypergraph embeddings ``(user_hyper_e [U, d], item_hyper_e [I, d])``.
         """
         p = self.params
         ego = torch.cat([self.user_embedding, self.item_id_embedding], dim=0)
@@ -256,8 +257,17 @@ class LGMRec(MultiModalRecommender):
             user_h, item_h = hypergraph_conv(item_hyper, user_hyper, cge_items, p.n_hyper_layer)
             ghe = ghe + torch.cat([user_h, item_h], dim=0)
             hyper_embs.append((user_h, item_h))
-        all_e = cge + mge + p.alpha * F.normalize(ghe)
-        user_e, item_e = torch.split(all_e, [self.n_users, self.n_items])
+        return cge, mge, p.alpha * F.normalize(ghe), hyper_embs
+
+    def _forward(self) -> tuple[Tensor, Tensor, list[tuple[Tensor, Tensor]]]:
+        """All representations.
+
+        Returns:
+            ``user_e`` [U, d], ``item_e`` [I, d] and, per modality, the hypergraph embeddings
+            ``(user_hyper_e [U, d], item_hyper_e [I, d])``.
+        """
+        cge, mge, ghe, hyper_embs = self.parts()
+        user_e, item_e = torch.split(cge + mge + ghe, [self.n_users, self.n_items])
         return user_e, item_e, hyper_embs
 
     def compute_representations(self) -> tuple[Tensor, Tensor]:
