@@ -241,6 +241,21 @@ def test_lgmrec_noise_only_in_training(toy_root: Path) -> None:
     assert torch.equal(*clean)
 
 
+def test_lgmrec_parts_sum_to_the_embeddings(toy_root: Path) -> None:
+    _, _, model = build("LGMRec", toy_root)
+    model.eval()
+    with torch.no_grad():
+        cge, mge, ghe, _ = model.parts()
+        user_e, item_e = model.compute_representations()
+    assert torch.equal(torch.cat([user_e, item_e]), cge + mge + ghe)
+    # the modality part is a sum of unit rows (one per modality), the global part alpha-scaled
+    rows = mge[1 : model.n_users].norm(dim=1)
+    assert (rows <= len(model.names) + 1e-5).all() and (rows > 0).all()
+    torch.testing.assert_close(
+        ghe[1 : model.n_users].norm(dim=1), torch.full_like(rows, model.params.alpha)
+    )
+
+
 def test_lgmrec_infonce_is_the_release_formula() -> None:
     gen = torch.Generator().manual_seed(4)
     a, p, c = (torch.randn(n, 8, generator=gen, dtype=torch.float64) for n in (5, 5, 9))
