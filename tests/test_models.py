@@ -265,6 +265,34 @@ def test_lgmrec_infonce_is_the_release_formula() -> None:
     torch.testing.assert_close(infonce(a, p, c), -torch.log(pos / total).sum())
 
 
+def test_lgmrec_infonce_gradients_are_the_release_formulas() -> None:
+    gen = torch.Generator().manual_seed(5)
+    inputs = [torch.randn(n, 6, generator=gen, dtype=torch.float64) for n in (4, 4, 7)]
+
+    def release(a: torch.Tensor, p: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        na, npos, nc = (torch.nn.functional.normalize(x) for x in (a, p, c))
+        pos = torch.exp((na * npos).sum(dim=1) / 0.2)
+        return -torch.log(pos / torch.exp(na @ nc.T / 0.2).sum(dim=1)).sum()
+
+    ours = [x.clone().requires_grad_() for x in inputs]
+    theirs = [x.clone().requires_grad_() for x in inputs]
+    infonce(*ours).backward()
+    release(*theirs).backward()
+    for mine, reference in zip(ours, theirs):
+        torch.testing.assert_close(mine.grad, reference.grad)
+    # the candidates may be the positives' own matrix (as in the model): gradients add up
+    ours = [x.clone().requires_grad_() for x in (inputs[0], inputs[2])]
+    theirs = [x.clone().requires_grad_() for x in (inputs[0], inputs[2])]
+    infonce(ours[0], ours[1][:4], ours[1]).backward()
+    release(theirs[0], theirs[1][:4], theirs[1]).backward()
+    for mine, reference in zip(ours, theirs):
+        torch.testing.assert_close(mine.grad, reference.grad)
+    loss = infonce(*[x.clone().requires_grad_() for x in inputs])
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="one backward pass"):
+        loss.backward()
+
+
 def test_lgmrec_user_hyperedges_option(toy_root: Path) -> None:
     # The release's assignments: modality 0's users get the last modality's softmax, the others
     # their raw logits; per_modality: each its own softmax. Items are the same in both.
