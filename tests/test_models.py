@@ -122,6 +122,28 @@ def _random_interactions(n_users: int, n_items: int, n: int, seed: int) -> tuple
     return rng.integers(1, n_users, n), rng.integers(1, n_items, n)
 
 
+@pytest.mark.parametrize("pooling", ["sum", "mean"])
+def test_propagation_with_a_stored_transpose_matches_sparse_mm(pooling: str) -> None:
+    gen = torch.Generator().manual_seed(2)
+    users, items = (
+        torch.randint(1, 9, (40,), generator=gen),
+        torch.randint(1, 7, (40,), generator=gen),
+    )
+    adj = graph.bipartite_adjacency(users, items, 9, 7)
+    torch.testing.assert_close(adj.to_dense(), adj.to_dense().T, rtol=0, atol=0)  # symmetric
+    x0 = torch.randn(16, 5, generator=gen, dtype=torch.float32)
+    weights = torch.randn(16, 5, generator=gen)
+    outputs, grads = [], []
+    for adj_t in (None, adj):
+        x = x0.clone().requires_grad_()
+        out = graph.propagate(adj, x, 3, pooling, adj_t)
+        (out * weights).sum().backward()
+        outputs.append(out.detach())
+        grads.append(x.grad)
+    torch.testing.assert_close(outputs[0], outputs[1])
+    torch.testing.assert_close(grads[0], grads[1])
+
+
 def test_user_cooccurrence_graph_matches_brute_force() -> None:
     users, items = _random_interactions(30, 25, 150, seed=0)
     k = 4

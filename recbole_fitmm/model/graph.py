@@ -54,7 +54,9 @@ def bipartite_adjacency(
     return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n)).coalesce()
 
 
-def propagate(adj: Tensor, x0: Tensor, n_layers: int, pooling: str = "sum") -> Tensor:
+def propagate(
+    adj: Tensor, x0: Tensor, n_layers: int, pooling: str = "sum", adj_t: Tensor | None = None
+) -> Tensor:
     """Parameter-free propagation ``X^{l+1} = adj · X^l`` and pooling of layers 0..L.
 
     Args:
@@ -62,16 +64,21 @@ def propagate(adj: Tensor, x0: Tensor, n_layers: int, pooling: str = "sum") -> T
         x0: Node features [N, d] (layer 0).
         n_layers: Number of propagation steps L (0 returns ``x0``).
         pooling: ``sum`` (DRAGON, FITMM) or ``mean`` (LightGCN, FREEDOM) over the L+1 layers.
+        adj_t: The transpose of a frozen, coalesced ``adj`` (``adj`` itself when symmetric):
+            products then run in CSR layout without re-transposing ``adj`` in every backward
+            (:func:`~recbole_fitmm.model.layers.sparse_product`); ``None``: ``torch.sparse.mm``.
 
     Returns:
         Pooled node representations [N, d].
     """
+    from recbole_fitmm.model.layers import sparse_product
+
     if pooling not in ("sum", "mean"):
         raise ValueError(f"pooling must be 'sum' or 'mean', got {pooling!r}")
     total = x0
     x = x0
     for _ in range(n_layers):
-        x = torch.sparse.mm(adj, x)
+        x = torch.sparse.mm(adj, x) if adj_t is None else sparse_product(adj, adj_t, x)
         total = total + x
     return total / (n_layers + 1) if pooling == "mean" else total
 

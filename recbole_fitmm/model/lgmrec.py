@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from recbole_fitmm.model.abstract import MultiModalRecommender
 from recbole_fitmm.model.graph import bipartite_adjacency, interaction_matrix, propagate
+from recbole_fitmm.model.layers import sparse_product, transpose_pair
 from recbole_fitmm.model.params import ModelParams, check
 
 #: Temperature of the hyperedge softmax and of the contrastive loss (hard-coded in the release).
@@ -199,14 +200,11 @@ class LGMRec(MultiModalRecommender):
         self.register_buffer(
             "norm_adj", bipartite_adjacency(users, items, self.n_users, self.n_items), False
         )
-        self.register_buffer(
-            "inter", interaction_matrix(users, items, self.n_users, self.n_items), False
-        )
-        self.register_buffer(
-            "inter_mean",
-            interaction_matrix(users, items, self.n_users, self.n_items, row_normalise=True),
-            persistent=False,
-        )
+        # frozen sparse products in CSR layout with stored transposes (norm_adj is symmetric)
+        for name, normalise in (("inter", False), ("inter_mean", True)):
+            matrix = interaction_matrix(users, items, self.n_users, self.n_items, normalise)
+            for suffix, value in zip(("", "_t"), transpose_pair(matrix)):
+                self.register_buffer(name + suffix, value, persistent=False)
         self.user_embedding = nn.Parameter(
             nn.init.xavier_uniform_(torch.empty(self.n_users, p.embedding_size))
         )
@@ -268,22 +266,22 @@ class LGMRec(MultiModalRecommender):
         ego = torch.cat([self.user_embedding, self.item_id_embedding], dim=0)
         cge = ego
         if p.cf_model == "lightgcn":
-            cge = propagate(self.norm_adj, ego, p.n_ui_layers, "mean")
+            cge = propagate(self.norm_adj, ego, p.n_ui_layers, "mean", self.norm_adj)
         cge_items = cge[self.n_users :]
         mge = torch.zeros_like(cge)
         ghe = torch.zeros_like(cge)
         hyper_embs = []
         feats = [getattr(self, f"feat_{name}") for name in self.names]
         item_logits = [feat @ self.hyper[name] for feat, name in zip(feats, self.names)]
-        user_logits = [torch.sparse.mm(self.inter, logits) for logits in item_logits]
+        user_logits = [sparse_product(self.inter, self.inter_t, x) for x in item_logits]
         for m, (name, feat) in enumerate(zip(self.names, feats)):
             item_hyper = self.drop(self._assign(item_logits[m])) * self.item_mask
             user_hyper = self.drop(self.user_assignments(user_logits, m))
             item_x = feat @ self.item_trs[name]
-            user_x = torch.sparse.mm(self.inter_mean, item_x)
+            user_x = sparse_product(self.inter_mean, self.inter_mean_t, item_x)
             nodes = torch.cat([user_x, item_x], dim=0)
             for _ in range(p.n_mm_layers):
-                nodes = torch.sparse.mm(self.norm_adj, nodes)
+                nodes = sparse_product(self.norm_adj, self.norm_adj, nodes)
             mge = mge + F.normalize(nodes)
             user_h, item_h = hypergraph_conv(item_hyper, user_hyper, cge_items, p.n_hyper_layer)
             ghe = ghe + torch.cat([user_h, item_h], dim=0)
