@@ -48,7 +48,7 @@ from recbole_fitmm.model.graph import (
     propagate,
     user_cooccurrence_graph,
 )
-from recbole_fitmm.model.layers import feature_mlp
+from recbole_fitmm.model.layers import feature_mlp, sparse_product, transpose_pair
 from recbole_fitmm.model.params import ModelParams, check
 
 
@@ -117,7 +117,7 @@ class ModalityGCN(nn.Module):
         """
         items = self.mlp(features)
         x = F.normalize(torch.cat([self.preference, items], dim=0))
-        return propagate(adj, x, self.n_layers, pooling="sum")
+        return propagate(adj, x, self.n_layers, pooling="sum", adj_t=adj)  # adj is symmetric
 
 
 class DRAGON(MultiModalRecommender):
@@ -137,15 +137,16 @@ class DRAGON(MultiModalRecommender):
         self.register_buffer(
             "norm_adj", bipartite_adjacency(users, items, self.n_users, self.n_items), False
         )
-        self.register_buffer(
-            "user_graph",
-            user_cooccurrence_graph(users, items, self.n_users, p.user_graph_k),
-            persistent=False,
-        )
+        # frozen graphs with stored transposes: CSR products without re-transposing in backward
+        user_graph = user_cooccurrence_graph(users, items, self.n_users, p.user_graph_k)
+        for suffix, value in zip(("", "_t"), transpose_pair(user_graph)):
+            self.register_buffer("user_graph" + suffix, value, persistent=False)
         self.names = list(self.modal_feats)
         feats = [self.modal_feats[name].float() for name in self.names]
         weights = modality_weights(self.names, p.mm_image_weight)
-        self.register_buffer("mm_adj", multimodal_knn_graph(feats, weights, p.knn_k), False)
+        mm_adj = multimodal_knn_graph(feats, weights, p.knn_k)
+        for suffix, value in zip(("", "_t"), transpose_pair(mm_adj)):
+            self.register_buffer("mm_adj" + suffix, value, persistent=False)
         for name, feat in zip(self.names, feats):  # the GCN branches read the frozen raw features
             self.register_buffer(f"feat_{name}", feat, persistent=False)
         self.gcn = nn.ModuleDict(
@@ -172,8 +173,9 @@ class DRAGON(MultiModalRecommender):
         item_e = torch.cat(item_parts, dim=1)
         h = item_e
         for _ in range(self.params.n_mm_layers):
-            h = torch.sparse.mm(self.mm_adj, h)
-        return user_e + torch.sparse.mm(self.user_graph, user_e), item_e + h
+            h = sparse_product(self.mm_adj, self.mm_adj_t, h)
+        user_e = user_e + sparse_product(self.user_graph, self.user_graph_t, user_e)
+        return user_e, item_e + h
 
     def calculate_loss(self, interaction: Any) -> Tensor:
         """DRAGON's log2-BPR loss plus the preference / modality-weight regulariser.

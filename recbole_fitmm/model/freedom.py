@@ -43,6 +43,7 @@ from recbole_fitmm.model.graph import (
     multimodal_knn_graph,
     propagate,
 )
+from recbole_fitmm.model.layers import sparse_product, transpose_pair
 from recbole_fitmm.model.params import ModelParams, check
 
 
@@ -130,9 +131,10 @@ class FREEDOM(MultiModalRecommender):
         names = list(self.modal_feats)
         weights = modality_weights(names, p.mm_image_weight)
         feats = [self.modal_feats[name].float() for name in names]
-        self.register_buffer(
-            "mm_adj", multimodal_knn_graph(feats, weights, p.knn_k), persistent=False
-        )
+        # the frozen kNN graph with its transpose: CSR products without re-transposing in backward
+        mm_adj = multimodal_knn_graph(feats, weights, p.knn_k)
+        for suffix, value in zip(("", "_t"), transpose_pair(mm_adj)):
+            self.register_buffer("mm_adj" + suffix, value, persistent=False)
         self.user_embedding = nn.Parameter(
             nn.init.xavier_uniform_(torch.empty(self.n_users, p.embedding_size))
         )
@@ -182,9 +184,9 @@ class FREEDOM(MultiModalRecommender):
         """
         h = self.item_id_embedding
         for _ in range(self.params.n_mm_layers):
-            h = torch.sparse.mm(self.mm_adj, h)
+            h = sparse_product(self.mm_adj, self.mm_adj_t, h)
         ego = torch.cat([self.user_embedding, self.item_id_embedding], dim=0)
-        nodes = propagate(adj, ego, self.params.n_ui_layers, pooling="mean")
+        nodes = propagate(adj, ego, self.params.n_ui_layers, "mean", adj_t=adj)  # symmetric
         user_e, item_e = torch.split(nodes, [self.n_users, self.n_items])
         return user_e, item_e + h
 
