@@ -188,6 +188,13 @@ def restore_rng(state: Mapping[str, Any], loader_generator: torch.Generator | No
         loader_generator.set_state(state["loader"].cpu())
 
 
+def _last_checkpoints(checkpoint_dir: str | Path, model: str, dataset: str) -> list[Path]:
+    """Every ``<model>-<dataset>-*.last.pth`` in ``checkpoint_dir``, newest first."""
+    pattern = f"{model}-{str(dataset).replace(os.sep, '_')}-*{LAST_SUFFIX}"
+    found = Path(checkpoint_dir).glob(pattern)
+    return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
+
+
 def find_latest(checkpoint_dir: str | Path, model: str, dataset: str) -> Path:
     """The most recent "last" checkpoint of ``model`` on ``dataset`` in ``checkpoint_dir``.
 
@@ -202,14 +209,12 @@ def find_latest(checkpoint_dir: str | Path, model: str, dataset: str) -> Path:
     Raises:
         CheckpointError: There is none.
     """
-    folder = Path(checkpoint_dir)
-    pattern = f"{model}-{str(dataset).replace(os.sep, '_')}-*{LAST_SUFFIX}"
-    candidates = sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime_ns)
+    candidates = _last_checkpoints(checkpoint_dir, model, dataset)
     if not candidates:
         raise CheckpointError(
-            f"resume_from: latest found no {model}-{dataset}-*{LAST_SUFFIX} in {folder}"
+            f"resume_from: latest found no {model}-{dataset}-*{LAST_SUFFIX} in {checkpoint_dir}"
         )
-    return candidates[-1]
+    return candidates[0]
 
 
 def find_resumable(config: Any) -> Path | None:
@@ -227,13 +232,11 @@ def find_resumable(config: Any) -> Path | None:
         The checkpoint to resume from (a run that had finished training resumes to its test
         evaluation), or ``None``.
     """
-    folder = Path(config["checkpoint_dir"])
-    pattern = f"{config['model']}-{str(config['dataset']).replace(os.sep, '_')}-*{LAST_SUFFIX}"
     # compared as they read back from JSON (tuples become lists, non-finite floats strings)
     wanted = json.loads(json.dumps(json_safe(plain_config(config))))
     wanted.pop("resume_from", None)
     fingerprint = None
-    for path in sorted(folder.glob(pattern), key=lambda p: p.stat().st_mtime_ns, reverse=True):
+    for path in _last_checkpoints(config["checkpoint_dir"], config["model"], config["dataset"]):
         try:
             side = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
             stored = side["provenance"]["config"]

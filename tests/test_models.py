@@ -278,35 +278,33 @@ def test_lgmrec_parts_sum_to_the_embeddings(toy_root: Path) -> None:
     )
 
 
+def release_infonce(a: torch.Tensor, p: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """The released ``ssl_triple_loss`` written out (τ = 0.2)."""
+    na, npos, nc = (torch.nn.functional.normalize(x) for x in (a, p, c))
+    pos = torch.exp((na * npos).sum(dim=1) / 0.2)
+    return -torch.log(pos / torch.exp(na @ nc.T / 0.2).sum(dim=1)).sum()
+
+
 def test_lgmrec_infonce_is_the_release_formula() -> None:
     gen = torch.Generator().manual_seed(4)
     a, p, c = (torch.randn(n, 8, generator=gen, dtype=torch.float64) for n in (5, 5, 9))
-    na, npos, nc = (torch.nn.functional.normalize(x) for x in (a, p, c))
-    pos = torch.exp((na * npos).sum(dim=1) / 0.2)
-    total = torch.exp(na @ nc.T / 0.2).sum(dim=1)
-    torch.testing.assert_close(infonce(a, p, c), -torch.log(pos / total).sum())
+    torch.testing.assert_close(infonce(a, p, c), release_infonce(a, p, c))
 
 
 def test_lgmrec_infonce_gradients_are_the_release_formulas() -> None:
     gen = torch.Generator().manual_seed(5)
     inputs = [torch.randn(n, 6, generator=gen, dtype=torch.float64) for n in (4, 4, 7)]
-
-    def release(a: torch.Tensor, p: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        na, npos, nc = (torch.nn.functional.normalize(x) for x in (a, p, c))
-        pos = torch.exp((na * npos).sum(dim=1) / 0.2)
-        return -torch.log(pos / torch.exp(na @ nc.T / 0.2).sum(dim=1)).sum()
-
     ours = [x.clone().requires_grad_() for x in inputs]
     theirs = [x.clone().requires_grad_() for x in inputs]
     infonce(*ours).backward()
-    release(*theirs).backward()
+    release_infonce(*theirs).backward()
     for mine, reference in zip(ours, theirs):
         torch.testing.assert_close(mine.grad, reference.grad)
     # the candidates may be the positives' own matrix (as in the model): gradients add up
     ours = [x.clone().requires_grad_() for x in (inputs[0], inputs[2])]
     theirs = [x.clone().requires_grad_() for x in (inputs[0], inputs[2])]
     infonce(ours[0], ours[1][:4], ours[1]).backward()
-    release(theirs[0], theirs[1][:4], theirs[1]).backward()
+    release_infonce(theirs[0], theirs[1][:4], theirs[1]).backward()
     for mine, reference in zip(ours, theirs):
         torch.testing.assert_close(mine.grad, reference.grad)
     loss = infonce(*[x.clone().requires_grad_() for x in inputs])

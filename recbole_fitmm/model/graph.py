@@ -18,6 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from recbole_fitmm.model.layers import sparse_product
+
 
 def bipartite_adjacency(
     users: np.ndarray | Tensor, items: np.ndarray | Tensor, n_users: int, n_items: int
@@ -71,8 +73,6 @@ def propagate(
     Returns:
         Pooled node representations [N, d].
     """
-    from recbole_fitmm.model.layers import sparse_product
-
     if pooling not in ("sum", "mean"):
         raise ValueError(f"pooling must be 'sum' or 'mean', got {pooling!r}")
     total = x0
