@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from recbole.model.abstract_recommender import GeneralRecommender
 from recbole.utils import InputType
@@ -49,6 +50,19 @@ class MultiModalRecommender(GeneralRecommender):
         self.modal_feats: dict[str, Tensor] = dict(feats)
         self.user_feat: Tensor | None = getattr(dataset, "user_feat", None)
         self._cache: tuple[Tensor, Tensor] | None = None
+
+    @staticmethod
+    def train_edges(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
+        """User and item ids of the training interactions (RecBole ids, PAD = 0 unused).
+
+        Args:
+            dataset: Training dataset.
+
+        Returns:
+            ``(users, items)``, int64 arrays of shape [n_interactions].
+        """
+        coo = dataset.inter_matrix(form="coo")
+        return np.asarray(coo.row, dtype=np.int64), np.asarray(coo.col, dtype=np.int64)
 
     # ------------------------------------------------------------------ representations
     def compute_representations(self) -> tuple[Tensor, Tensor]:

@@ -131,9 +131,7 @@ class DRAGON(MultiModalRecommender):
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
         self.params = p = DRAGONParams.from_config(config, "DRAGON")
-        coo = dataset.inter_matrix(form="coo")
-        users = np.asarray(coo.row, dtype=np.int64)
-        items = np.asarray(coo.col, dtype=np.int64)
+        users, items = self.train_edges(dataset)
         self.register_buffer(
             "norm_adj", bipartite_adjacency(users, items, self.n_users, self.n_items), False
         )

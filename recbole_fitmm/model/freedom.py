@@ -113,8 +113,7 @@ class FREEDOM(MultiModalRecommender):
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
         self.params = p = FREEDOMParams.from_config(config, "FREEDOM")
-        coo = dataset.inter_matrix(form="coo")
-        pairs = np.unique(np.stack([coo.row, coo.col]).astype(np.int64), axis=1)
+        pairs = np.unique(np.stack(self.train_edges(dataset)), axis=1)
         users, items = torch.from_numpy(pairs[0]), torch.from_numpy(pairs[1])
         self.register_buffer("edge_users", users, persistent=False)
         self.register_buffer("edge_items", items, persistent=False)

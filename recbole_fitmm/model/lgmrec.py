@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -194,9 +193,7 @@ class LGMRec(MultiModalRecommender):
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
         self.params = p = LGMRecParams.from_config(config, "LGMRec")
-        coo = dataset.inter_matrix(form="coo")
-        users = np.asarray(coo.row, dtype=np.int64)
-        items = np.asarray(coo.col, dtype=np.int64)
+        users, items = self.train_edges(dataset)
         self.register_buffer(
             "norm_adj", bipartite_adjacency(users, items, self.n_users, self.n_items), False
         )
