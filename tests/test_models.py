@@ -234,6 +234,18 @@ def test_any_number_of_modalities(name: str, modalities: list[str], tri_root: Pa
     assert user_e.shape[0] == model.n_users and item_e.shape[0] == model.n_items
 
 
+def test_train_edges_are_the_training_interactions(toy_root: Path) -> None:
+    config, train_data, model = build("VBPR", toy_root)
+    users, items = model.train_edges(train_data._dataset)
+    assert users.dtype == np.int64 and items.dtype == np.int64
+    inter = train_data._dataset.inter_feat
+    expected = sorted(
+        zip(inter[config["USER_ID_FIELD"]].tolist(), inter[config["ITEM_ID_FIELD"]].tolist())
+    )
+    assert sorted(zip(users.tolist(), items.tolist())) == expected
+    assert users.min() >= 1 and items.min() >= 1  # PAD (0) never appears
+
+
 def test_freedom_prunes_during_training_only(toy_root: Path) -> None:
     _, _, model = build("FREEDOM", toy_root)
     model.train()
