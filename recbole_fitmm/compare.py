@@ -233,8 +233,6 @@ def compare(
             if record is None:
                 values = {**per_model[model], "seed": seed}
                 resume = find_resumable(Config(model, dataset, config_file_list, values))
-                if resume is not None:
-                    logger.info(f"compare: {model} seed {seed}: resuming {resume}")
                 record = run_one(
                     model,
                     dataset,

@@ -161,6 +161,7 @@ def _run(config: Config, saved: bool, resume_from: str | Path | None) -> dict[st
     if resume == "latest":
         resume = find_latest(config["checkpoint_dir"], config["model"], config["dataset"])
     if resume:
+        logger.info(f"resuming from {resume}")
         trainer.resume_checkpoint(resume)
 
     start = time.perf_counter()
