@@ -174,6 +174,7 @@ def run_one(
         test=result["test_result"],
         train_seconds=result["train_seconds"],
         per_user=per_user,
+        history=result["history"],
     )
 
 

@@ -52,6 +52,8 @@ class RunRecord:
     test: dict[str, float]
     train_seconds: float
     per_user: PerUser = field(repr=False)
+    #: Per-validation records of the run (epoch, train loss, valid metrics, diagnostics).
+    history: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
 
 def save_run(folder: Path, record: RunRecord, signature: str) -> None:
@@ -73,6 +75,7 @@ def save_run(folder: Path, record: RunRecord, signature: str) -> None:
         "valid": record.valid,
         "test": record.test,
         "train_seconds": record.train_seconds,
+        "history": record.history,
     }
     atomic_write_text(stem.with_suffix(".json"), json.dumps(meta, indent=1, sort_keys=True))
 
@@ -100,7 +103,13 @@ def load_run(folder: Path, model: str, seed: int, signature: str) -> RunRecord |
     except (OSError, ValueError, KeyError):
         return None
     return RunRecord(
-        model, seed, meta["valid"], meta["test"], meta["train_seconds"], PerUser(users, values)
+        model,
+        seed,
+        meta["valid"],
+        meta["test"],
+        meta["train_seconds"],
+        PerUser(users, values),
+        meta.get("history", []),
     )
 
 

@@ -182,6 +182,7 @@ def _run(config: Config, saved: bool, resume_from: str | Path | None) -> dict[st
         "best_valid_result": _floats(best_valid_result),
         "test_result": _floats(test_result),
         "train_seconds": train_seconds,
+        "history": getattr(trainer, "history", []),
         "checkpoint": trainer.saved_model_file if saved else None,
         "last_checkpoint": getattr(trainer, "last_model_file", None) if saved else None,
         "result_file": None,

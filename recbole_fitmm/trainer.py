@@ -69,8 +69,11 @@ class CheckpointMixin:
         self._finished = False
         self._saving = True
         self._validating = True
+        self._epoch = 0
         #: Training seconds spent before this process (restored on resume).
         self.resumed_train_seconds = 0.0
+        #: One entry per validation: epoch, train loss, valid metrics, model diagnostics.
+        self.history: list[dict[str, Any]] = []
         self._fit_start = time.perf_counter()
 
     # ------------------------------------------------------------------ provenance
@@ -125,6 +128,7 @@ class CheckpointMixin:
             "optimizer": self.optimizer.state_dict(),
             "rng": capture_rng(self._train_generator),
             "train_seconds": self.resumed_train_seconds + time.perf_counter() - self._fit_start,
+            "history": self.history,
         }
         save_checkpoint(self.last_model_file, state)
         if verbose:
@@ -174,9 +178,27 @@ class CheckpointMixin:
             train_data, valid_data, verbose, saved, show_progress, after_evaluation
         )
 
+    def _valid_epoch(self, valid_data: Any, show_progress: bool = False) -> tuple[float, dict]:
+        """RecBole's validation, recorded in :attr:`history` with the model's diagnostics."""
+        score, result = super()._valid_epoch(valid_data, show_progress=show_progress)  # type: ignore[misc]
+        epoch = self._epoch
+        loss = self.train_loss_dict.get(epoch)
+        entry: dict[str, Any] = {
+            "epoch": epoch,
+            "train_loss": None if loss is None else float(loss),
+            "valid_score": float(score),
+            "valid": plain_result(result),
+        }
+        diagnostics = getattr(self.model, "diagnostics", None)
+        if diagnostics is not None:
+            entry["diagnostics"] = diagnostics()
+        self.history.append(entry)
+        return score, result
+
     def _train_epoch(
         self, train_data: Any, epoch_idx: int, loss_func: Any = None, show_progress: bool = False
     ) -> Any:
+        self._epoch = epoch_idx
         loss = super()._train_epoch(  # type: ignore[misc]
             train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
         )
@@ -218,6 +240,7 @@ class CheckpointMixin:
         self.best_valid_result = checkpoint["best_valid_result"]
         self._pending_rng = checkpoint["rng"]
         self.resumed_train_seconds = float(checkpoint.get("train_seconds", 0.0))
+        self.history = list(checkpoint.get("history", []))
         self._finished = checkpoint["stopped"] or self.start_epoch >= self.epochs
         self.last_model_file = str(path)
         if checkpoint["best_file"] is not None:

@@ -371,7 +371,41 @@ class FITMM(MultiModalRecommender):
     def compute_representations(self) -> tuple[Tensor, Tensor]:
         """Final user and item representations [n_users, D], [n_items, D] (row 0 zero)."""
         out = self.forward()
+        if not self.training:  # kept for :meth:`diagnostics` (evaluation only, no autograd)
+            self._eval_gates = (out.user_gates.detach(), out.item_gates.detach())
         return out.user_e, out.item_e
+
+    @torch.no_grad()
+    def diagnostics(self) -> dict[str, Any]:
+        """Scalars that describe the current weights, for the trainer's per-epoch history.
+
+        Reads the representations and gates of the last evaluation (computes them if none);
+        changes nothing. Keys: ``norm_user``/``norm_item`` (mean row norm of ``e_u``/``e_i``),
+        ``gate_scale_*``, ``band_weights_*`` [M], ``gate_mean_*``/``gate_std_*`` [M],
+        ``feature_drift`` (per modality, ``‖F − F₀‖ / ‖F₀‖`` of the raw feature tables) and
+        ``modality_weights`` (mean per-user block weights).
+        """
+        user_e, item_e = self.cached_representations()
+        gates = getattr(self, "_eval_gates", None)
+        stats: dict[str, Any] = {
+            "norm_user": float(user_e[1:].norm(dim=1).mean()),
+            "norm_item": float(item_e[1:].norm(dim=1).mean()),
+            "modality_weights": self.user_weights.mean(0).tolist(),
+            "feature_drift": [
+                float(
+                    (table - self.modal_feats[name][1:].to(table)).norm()
+                    / table.new_tensor(float(self.modal_feats[name][1:].norm())).clamp_min(1e-12)
+                )
+                for name, table in zip(self.modalities, self.feature_tables)
+            ],
+        }
+        for side, gate, index in (("user", self.user_gate, 0), ("item", self.item_gate, 1)):
+            stats[f"band_weights_{side}"] = torch.sigmoid(gate.band_logits).tolist()
+            stats[f"gate_scale_{side}"] = float(gate.gate_scale) if gate.gated else None
+            if gates is not None:
+                stats[f"gate_mean_{side}"] = gates[index].mean(0).tolist()
+                stats[f"gate_std_{side}"] = gates[index].std(0).tolist()
+        return stats
 
     # ------------------------------------------------------------------ losses
     def loss_terms(self, interaction: Any) -> dict[str, Tensor]:
