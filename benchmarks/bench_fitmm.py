@@ -94,8 +94,9 @@ def worker(
     if threads:
         torch.set_num_threads(threads)
     from recbole_fitmm.config import Config
-    from recbole_fitmm.quick_start import data_preparation
-    from recbole_fitmm.utils import create_dataset, get_model, get_trainer
+    from recbole_fitmm.quick_start import create_dataset, data_preparation
+    from recbole_fitmm.registry import get_model
+    from recbole_fitmm.trainer import get_trainer
 
     config_dict = {
         "data_path": root,
@@ -152,8 +153,8 @@ def svd_study(root: str, values: dict[str, Any]) -> list[str]:
 
     from recbole_fitmm.config import Config
     from recbole_fitmm.model import spectral
-    from recbole_fitmm.quick_start import data_preparation
-    from recbole_fitmm.utils import create_dataset, get_model
+    from recbole_fitmm.quick_start import create_dataset, data_preparation
+    from recbole_fitmm.registry import get_model
 
     config = Config("FITMM", "babysynth", config_dict={"data_path": root, "gpu_id": "", **values})
     train_data, _, _ = data_preparation(config, create_dataset(config))

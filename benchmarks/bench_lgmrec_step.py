@@ -20,8 +20,8 @@ from torch import Tensor
 
 import recbole_fitmm.model.lgmrec as lgmrec
 from recbole_fitmm.config import Config
-from recbole_fitmm.quick_start import data_preparation
-from recbole_fitmm.utils import create_dataset, get_model
+from recbole_fitmm.quick_start import create_dataset, data_preparation
+from recbole_fitmm.registry import get_model
 
 
 def logsumexp_infonce(anchor: Tensor, positive: Tensor, candidates: Tensor) -> Tensor:

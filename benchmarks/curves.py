@@ -23,8 +23,9 @@ from recbole.utils import init_seed
 from recbole_fitmm.cli import parse_overrides
 from recbole_fitmm.config import Config
 from recbole_fitmm.io import atomic_write_text
-from recbole_fitmm.quick_start import data_preparation
-from recbole_fitmm.utils import create_dataset, get_model, get_trainer
+from recbole_fitmm.quick_start import create_dataset, data_preparation
+from recbole_fitmm.registry import get_model
+from recbole_fitmm.trainer import get_trainer
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""FITMM experiment families on real data: the DRAGON → FITMM ladder, the paper's sensitivity checks,
+"""FITMM experiment families on real data: the DRAGON → FITMM ladder, the sensitivity checks,
 the authors' later setting and the options beyond the paper (BENCHMARKS.md, "FITMM on sparse data").
 
 Every configuration is one :func:`recbole_fitmm.compare.compare` call (paper protocol, selection on
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace, extra: dict[str, Any]) -> None:
 
 
 def curve_shape(history: list[dict[str, Any]]) -> tuple[int | None, float | None]:
-    """Peak epoch of valid Recall@20 and its relative drop 20 evaluations later (None: too short)."""
+    """Peak epoch of valid Recall@20, relative drop 20 evaluations later (None: too short)."""
     scores = [h["valid_score"] for h in history]
     if not scores:
         return None, None

@@ -18,8 +18,8 @@ from itertools import combinations
 
 import torch
 
-from recbole_fitmm.checkpoint import load_model
-from recbole_fitmm.utils import get_trainer
+from recbole_fitmm.inference import load_model
+from recbole_fitmm.trainer import get_trainer
 
 PARTS = ("cge", "mge", "ghe")
 

@@ -45,8 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from recbole_fitmm.config import Config
-    from recbole_fitmm.quick_start import data_preparation
-    from recbole_fitmm.utils import create_dataset, get_model, get_trainer
+    from recbole_fitmm.quick_start import create_dataset, data_preparation
+    from recbole_fitmm.registry import get_model
+    from recbole_fitmm.trainer import get_trainer
 
     with tempfile.TemporaryDirectory(prefix="profile_fitmm_") as tmp:
         values = make_babysynth(Path(tmp))

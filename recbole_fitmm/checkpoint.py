@@ -10,21 +10,20 @@ sidecar ``<file>.json``):
   dataloader's shuffling generator.
 
 Unlike RecBole's checkpoints they hold no pickled ``Config``: the configuration is stored as
-plain data in the provenance record (:mod:`recbole_fitmm.provenance`). :func:`load_model`
-rebuilds configuration, dataset and model from a checkpoint; :func:`recommend` turns a model into
-top-k lists in raw tokens.
+plain data in the provenance record (:mod:`recbole_fitmm.provenance`). This module is the file
+format only (write, read, verify, find); rebuilding a model from a checkpoint is the run layer's
+(:func:`recbole_fitmm.inference.load_model`).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import pickle
 import random
 import zipfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +31,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recbole_fitmm.errors import CheckpointError, DataError
+from recbole_fitmm.errors import CheckpointError
 from recbole_fitmm.io import atomic_write
 from recbole_fitmm.provenance import (
-    dataset_fingerprint,
     json_safe,
     plain_config,
     sidecar_path,
@@ -46,12 +44,6 @@ from recbole_fitmm.provenance import (
 #: Format tag stored in every checkpoint.
 FORMAT = "recbole_fitmm.checkpoint/1"
 LAST_SUFFIX = ".last.pth"
-
-
-def last_path_for(best_path: str | Path) -> Path:
-    """The "last" checkpoint that belongs to a best checkpoint ``X.pth``: ``X.last.pth``."""
-    best_path = Path(best_path)
-    return best_path.with_name(best_path.name[: -len(".pth")] + LAST_SUFFIX)
 
 
 def save_checkpoint(path: str | Path, state: Mapping[str, Any]) -> Path:
@@ -171,7 +163,7 @@ def restore_rng(state: Mapping[str, Any], loader_generator: torch.Generator | No
     np.random.set_state(
         (
             nps["name"],
-            nps["keys"].numpy().astype(np.uint32),
+            nps["keys"].cpu().numpy().astype(np.uint32),
             nps["pos"],
             nps["has_gauss"],
             nps["cached_gaussian"],
@@ -217,7 +209,7 @@ def find_latest(checkpoint_dir: str | Path, model: str, dataset: str) -> Path:
     return candidates[0]
 
 
-def find_resumable(config: Any) -> Path | None:
+def find_resumable(config: Any, fingerprint: Mapping[str, Any]) -> Path | None:
     """The newest "last" checkpoint of a run with exactly this configuration.
 
     A candidate is a ``<model>-<dataset>-*.last.pth`` in ``config["checkpoint_dir"]`` whose
@@ -227,6 +219,7 @@ def find_resumable(config: Any) -> Path | None:
 
     Args:
         config: The resolved ``Config`` of the run about to start.
+        fingerprint: The fingerprint of its data files.
 
     Returns:
         The checkpoint to resume from (a run that had finished training resumes to its test
@@ -235,7 +228,6 @@ def find_resumable(config: Any) -> Path | None:
     # compared as they read back from JSON (tuples become lists, non-finite floats strings)
     wanted = json.loads(json.dumps(json_safe(plain_config(config))))
     wanted.pop("resume_from", None)
-    fingerprint = None
     for path in _last_checkpoints(config["checkpoint_dir"], config["model"], config["dataset"]):
         try:
             side = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
@@ -246,56 +238,9 @@ def find_resumable(config: Any) -> Path | None:
             continue
         if {k: v for k, v in stored.items() if k != "resume_from"} != wanted:
             continue
-        fingerprint = fingerprint or dataset_fingerprint(config)
         if side["provenance"].get("dataset_fingerprint", {}).get("sha256") == fingerprint["sha256"]:
             return path
     return None
-
-
-def load_model(
-    path: str | Path, config_overrides: Mapping[str, Any] | None = None
-) -> tuple[Any, Any, Any, Any, Any, Any]:
-    """Rebuild configuration, dataset, dataloaders and trained model from a checkpoint.
-
-    The safe counterpart of RecBole's ``load_data_and_model``: the configuration comes from the
-    checkpoint's plain-data provenance, the dataset is read again and must have the fingerprint
-    the checkpoint was made from.
-
-    Args:
-        path: A best or last checkpoint written by the plugin's trainer.
-        config_overrides: Values that replace stored ones, e.g. ``{"data_path": ...}`` when the
-            data moved, or ``{"gpu_id": ""}`` to load on the CPU.
-
-    Returns:
-        ``(config, model, dataset, train_data, valid_data, test_data)``; the model is in
-        evaluation mode on ``config["device"]``.
-
-    Raises:
-        CheckpointError: The checkpoint is unreadable, or the data differ from the data it was
-            made from.
-    """
-    from recbole.utils import init_seed
-
-    from recbole_fitmm.config import Config
-    from recbole_fitmm.quick_start import data_preparation
-    from recbole_fitmm.utils import create_dataset, get_model
-
-    checkpoint = read_checkpoint(path)
-    provenance = checkpoint["provenance"]
-    values = dict(provenance["config_input"])
-    values["data_path"] = str(Path(provenance["data_path"]).parent)
-    values.update(config_overrides or {})
-    config = Config(provenance["model"], provenance["dataset"], config_dict=values)
-    check_dataset(checkpoint, path, dataset_fingerprint(config))
-    init_seed(config["seed"], config["reproducibility"])
-    dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
-    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    load_weights(model, checkpoint, path)
-    model.eval()
-    logging.getLogger().info(f"Loaded {config['model']} from {path}")
-    return config, model, dataset, train_data, valid_data, test_data
 
 
 def load_weights(model: torch.nn.Module, checkpoint: Mapping[str, Any], path: str | Path) -> None:
@@ -324,64 +269,6 @@ def load_weights(model: torch.nn.Module, checkpoint: Mapping[str, Any], path: st
         ) from None
     if hasattr(model, "load_other_parameter"):
         model.load_other_parameter(checkpoint.get("other_parameter"))
-
-
-@torch.no_grad()
-def recommend(
-    model: Any, dataset: Any, user_tokens: Sequence[str], k: int
-) -> tuple[list[list[str]], list[list[float]]]:
-    """Top-k items per user, in raw tokens, excluding the items ``dataset`` records for the user.
-
-    Args:
-        model: A trained RecBole or plugin model (e.g. from :func:`load_model`).
-        dataset: A dataset with the model's token mapping. Its interactions are masked: pass
-            ``train_data.dataset`` to mask training items (the paper's test protocol), or the
-            full dataset to mask every item the user has interacted with.
-        user_tokens: Raw user tokens.
-        k: Number of items per user (at least 1).
-
-    Returns:
-        ``(items, scores)``: per user, up to ``k`` raw item tokens, best first, and their scores.
-        Fewer than ``k`` only when the user has fewer unmasked items.
-
-    Raises:
-        DataError: A user token is unknown to the dataset.
-        ValueError: ``k`` is smaller than 1.
-    """
-    from recbole.data.interaction import Interaction
-
-    if k < 1:
-        raise ValueError(f"k must be at least 1, got {k}")
-    uid_field, iid_field = dataset.uid_field, dataset.iid_field
-    token2id = dataset.field2token_id[uid_field]
-    unknown = [t for t in user_tokens if str(t) not in token2id or str(t) == "[PAD]"]
-    if unknown:
-        raise DataError(f"unknown user tokens for dataset {dataset.dataset_name!r}: {unknown[:5]}")
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    uids = torch.as_tensor([token2id[str(t)] for t in user_tokens], dtype=torch.int64)
-    model.eval()
-    n_items = dataset.item_num
-    try:
-        scores = model.full_sort_predict(Interaction({uid_field: uids.to(device)}))
-    except NotImplementedError:
-        users = uids.repeat_interleave(n_items)
-        items = torch.arange(n_items).repeat(len(uids))
-        scores = model.predict(Interaction({uid_field: users, iid_field: items}).to(device))
-    scores = scores.view(len(uids), n_items).float().cpu().clone()
-    scores[:, 0] = -torch.inf
-    seen = dataset.inter_matrix(form="csr")
-    for row, uid in enumerate(uids.tolist()):
-        items = seen.indices[seen.indptr[uid] : seen.indptr[uid + 1]]
-        scores[row, torch.as_tensor(items, dtype=torch.int64)] = -torch.inf
-    top_scores, top_items = torch.topk(scores, min(k, n_items), dim=1)
-    id2token = dataset.field2id_token[iid_field]
-    items_out: list[list[str]] = []
-    scores_out: list[list[float]] = []
-    for row_items, row_scores in zip(top_items.tolist(), top_scores.tolist()):
-        kept = [(i, s) for i, s in zip(row_items, row_scores) if s != -float("inf")]
-        items_out.append([str(id2token[i]) for i, _ in kept])
-        scores_out.append([float(s) for _, s in kept])
-    return items_out, scores_out
 
 
 def plain_result(result: Mapping[str, Any] | None) -> dict[str, float] | None:

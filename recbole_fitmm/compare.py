@@ -32,9 +32,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from recbole.evaluator.collector import Collector
-from recbole.evaluator.metrics import NDCG, Recall
-from recbole.utils import init_seed
 
 from recbole_fitmm.checkpoint import find_resumable
 from recbole_fitmm.compare_table import (
@@ -50,79 +47,23 @@ from recbole_fitmm.compare_table import (
     seed_averaged,
     summarise,
 )
-from recbole_fitmm.config import Config
+from recbole_fitmm.config import plugin_yaml_texts
+from recbole_fitmm.data.files import dataset_fingerprint
 from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.io import atomic_write, atomic_write_text
-from recbole_fitmm.quick_start import data_preparation, run_recbole_fitmm
-from recbole_fitmm.utils import create_dataset, get_model, get_trainer
+from recbole_fitmm.per_user import evaluate_checkpoint
+from recbole_fitmm.provenance import source_revision
+from recbole_fitmm.quick_start import (
+    build_config,
+    run_recbole_fitmm,
+)
+from recbole_fitmm.version import __version__
 
-
-def per_user_metrics(trainer: Any, eval_data: Any, ks: tuple[int, ...] = (10, 20)) -> PerUser:
-    """Recall@K and NDCG@K of every evaluated user, with the trainer's masking.
-
-    Scores come from the trainer's own full-sort step (PAD and the loader's history items set to
-    ``-inf``: the plugin's ``test_mask`` on the test loader); top-K and hit matrices come from
-    RecBole's ``Collector``, the per-user values from RecBole's ``Recall``/``NDCG``. Their means
-    equal ``trainer.evaluate`` up to rounding.
-
-    Args:
-        trainer: A trainer holding the model to evaluate.
-        eval_data: A full-sort evaluation dataloader.
-        ks: Cut-offs; each must be in the configuration's ``topk``.
-
-    Returns:
-        The users (raw ids) and one array per ``recall@K`` / ``ndcg@K``.
-    """
-    config = trainer.config
-    if any(k not in config["topk"] for k in ks):
-        raise ConfigError(f"per-user metrics need topk to include {list(ks)}")
-    dataset = eval_data._dataset
-    uid_field = config["USER_ID_FIELD"]
-    trainer.model.eval()
-    trainer.tot_item_num = dataset.item_num
-    if trainer.item_tensor is None:  # used by models without full_sort_predict
-        trainer.item_tensor = dataset.get_item_feature().to(trainer.device)
-    collector = Collector(config)
-    users = []
-    with torch.no_grad():
-        for batch in eval_data:
-            interaction, scores, positive_u, positive_i = trainer._full_sort_batch_eval(batch)
-            collector.eval_batch_collect(scores, interaction, positive_u, positive_i)
-            users.append(interaction[uid_field].cpu().numpy())
-    struct = collector.get_data_struct()
-    recall = Recall(config)
-    pos_index, pos_len = recall.used_info(struct)
-    curves = {
-        "recall": recall.metric_info(pos_index, pos_len),
-        "ndcg": NDCG(config).metric_info(pos_index, pos_len),
-    }
-    values = {
-        f"{name}@{k}": curve[:, k - 1].astype(np.float64)
-        for name, curve in curves.items()
-        for k in ks
-    }
-    ids = np.concatenate(users)
-    return PerUser(users=np.asarray(dataset.id2token(uid_field, ids)).astype(str), values=values)
-
-
-def evaluate_checkpoint(config: Any, checkpoint: str | Path) -> tuple[dict[str, float], PerUser]:
-    """Rebuild a run's data and model, load its best checkpoint and score the test split per user.
-
-    Args:
-        config: The run's resolved ``Config`` (as returned by ``run_recbole_fitmm``).
-        checkpoint: Its best-valid checkpoint.
-
-    Returns:
-        The test result of ``trainer.evaluate`` and the per-user metrics.
-    """
-    init_seed(config["seed"], config["reproducibility"])
-    train_data, _, test_data = data_preparation(config, create_dataset(config))
-    init_seed(config["seed"], config["reproducibility"])
-    # Graphs are built from the dataset the model receives: it must be the training split.
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
-    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
-    result = trainer.evaluate(test_data, load_best_model=True, model_file=str(checkpoint))
-    return {k: float(v) for k, v in result.items()}, per_user_metrics(trainer, test_data)
+#: Largest difference, per test metric, between a run's own test result and the re-evaluation of
+#: its best checkpoint that still counts as the same result. On a CPU the two are identical; on a
+#: GPU sparse products accumulate in a nondeterministic order, so scores (and rarely a ranking)
+#: move in the last bits.
+REEVALUATION_TOLERANCE = 5e-4
 
 
 def run_one(
@@ -135,6 +76,9 @@ def run_one(
     resume_from: str | Path | None = None,
 ) -> RunRecord:
     """Train, select on valid and test one model with one seed, then score users one by one.
+
+    A run whose loss diverged is tested with its best checkpoint and marked ``diverged``; if it
+    diverged before any validation it has no test result.
 
     Args:
         model: Model name (plugin or RecBole).
@@ -149,19 +93,31 @@ def run_one(
         The run's record.
 
     Raises:
-        RuntimeError: The per-user re-evaluation does not reproduce the run's test Recall@20.
+        RuntimeError: The per-user re-evaluation differs from the run's test result by more than
+            :data:`REEVALUATION_TOLERANCE`.
     """
     result = run_recbole_fitmm(
         model, dataset, config_file_list, {**config_dict, "seed": seed}, resume_from=resume_from
     )
     checkpoint = result["checkpoint"]
-    test, per_user = evaluate_checkpoint(result["config"], checkpoint)
-    mean = float(per_user.values[SELECT_METRIC].mean())
-    if abs(mean - result["test_result"][SELECT_METRIC]) > 1e-4 or test != result["test_result"]:
-        raise RuntimeError(
-            f"{model} seed {seed}: per-user test {SELECT_METRIC} {mean:.5f} / re-evaluation {test} "
-            f"disagree with the run's test result {result['test_result']}"
-        )
+    test = result["test_result"] or {}
+    per_user = PerUser(users=np.empty(0, dtype=str), values={})
+    if checkpoint is not None and result["test_result"] is not None:
+        again, per_user = evaluate_checkpoint(result["config"], checkpoint)
+        mean = float(per_user.values[SELECT_METRIC].mean())
+        gaps = [abs(again.get(k, np.inf) - v) for k, v in test.items()]
+        gaps.append(abs(mean - test[SELECT_METRIC]))
+        if max(gaps) > REEVALUATION_TOLERANCE:
+            raise RuntimeError(
+                f"{model} seed {seed}: per-user test {SELECT_METRIC} {mean:.5f} / re-evaluation "
+                f"{again} differ from the run's test result {test} by more than "
+                f"{REEVALUATION_TOLERANCE}"
+            )
+        if max(gaps) > 0:
+            logging.getLogger().warning(
+                f"{model} seed {seed}: the re-evaluation differs from the run's test result by "
+                f"{max(gaps):.2g} (within {REEVALUATION_TOLERANCE}); the run's values are kept"
+            )
     if not keep_checkpoints:
         for path in (checkpoint, result.get("last_checkpoint")):
             for file in (path, path and f"{path}.json"):  # the checkpoint and its sidecar
@@ -171,10 +127,11 @@ def run_one(
         model=model,
         seed=seed,
         valid=result["best_valid_result"],
-        test=result["test_result"],
+        test=test,
         train_seconds=result["train_seconds"],
         per_user=per_user,
         history=result["history"],
+        diverged=result["diverged"],
     )
 
 
@@ -224,16 +181,18 @@ def compare(
     shared.setdefault("checkpoint_dir", str(out / "checkpoints"))
     per_model = {model: model_config(shared, model, models) for model in models}
     for model in models:  # fail before any training on a bad name or protocol
-        _check_protocol(Config(model, dataset, config_file_list, per_model[model]))
+        _check_protocol(build_config(model, dataset, config_file_list, per_model[model]))
     logger = logging.getLogger()
     records: list[RunRecord] = []
     for model in models:
         for seed in seeds:
-            signature = run_signature(model, dataset, seed, config_file_list, per_model[model])
+            values = {**per_model[model], "seed": seed}
+            config = build_config(model, dataset, config_file_list, values)
+            fingerprint = dataset_fingerprint(config)
+            signature = run_signature(config, config_file_list, per_model[model], fingerprint)
             record = load_run(out / "runs", model, seed, signature)
             if record is None:
-                values = {**per_model[model], "seed": seed}
-                resume = find_resumable(Config(model, dataset, config_file_list, values))
+                resume = find_resumable(config, fingerprint)
                 record = run_one(
                     model,
                     dataset,
@@ -368,27 +327,40 @@ def model_config(config_dict: dict[str, Any], model: str, models: list[str]) -> 
 
 
 def run_signature(
-    model: str,
-    dataset: str,
-    seed: int,
+    config: Any,
     config_file_list: list[str] | None,
     config_dict: dict[str, Any],
+    fingerprint: dict[str, Any],
 ) -> str:
-    """Hash of everything a run is configured by: names, seed, config files' text and values.
+    """Hash of everything a run is made from.
+
+    Model, dataset and seed; the text of the config files and of the plugin's yaml files that
+    apply (``properties/overall.yaml``, the model's and the dataset's); the configuration values;
+    the dataset fingerprint; the package version and, from a source checkout, its git revision
+    (with a hash of uncommitted changes). A stored run is reused only when all of them match.
 
     Args:
-        model: Model name.
-        dataset: Dataset name.
-        seed: Seed.
+        config: The run's resolved ``Config``.
         config_file_list: Yaml files (their content is hashed, not their path).
         config_dict: The model's configuration values.
+        fingerprint: The fingerprint of the run's data files.
 
     Returns:
         A hex digest.
     """
     files = [Path(path).read_text() for path in config_file_list or []]
     blob = json.dumps(
-        {"model": model, "dataset": dataset, "seed": seed, "files": files, "config": config_dict},
+        {
+            "model": config["model"],
+            "dataset": config["dataset"],
+            "seed": config["seed"],
+            "files": files,
+            "properties": plugin_yaml_texts(config["model"], config["dataset"]),
+            "config": config_dict,
+            "data": fingerprint["sha256"],
+            "version": __version__,
+            "revision": source_revision(),
+        },
         sort_keys=True,
         default=str,
     )

@@ -54,6 +54,9 @@ class RunRecord:
     per_user: PerUser = field(repr=False)
     #: Per-validation records of the run (epoch, train loss, valid metrics, diagnostics).
     history: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    #: ``{"epoch", "loss_parts"}`` when a non-finite loss ended training (tested with the best
+    #: checkpoint; no test result when it diverged before any validation).
+    diverged: dict[str, Any] | None = None
 
 
 def save_run(folder: Path, record: RunRecord, signature: str) -> None:
@@ -76,6 +79,7 @@ def save_run(folder: Path, record: RunRecord, signature: str) -> None:
         "test": record.test,
         "train_seconds": record.train_seconds,
         "history": record.history,
+        "diverged": record.diverged,
     }
     atomic_write_text(stem.with_suffix(".json"), json.dumps(meta, indent=1, sort_keys=True))
 
@@ -110,6 +114,7 @@ def load_run(folder: Path, model: str, seed: int, signature: str) -> RunRecord |
         meta["train_seconds"],
         PerUser(users, values),
         meta.get("history", []),
+        meta.get("diverged"),
     )
 
 

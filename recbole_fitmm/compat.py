@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import pandas as pd
 import scipy.sparse as sp
+from recbole.data.dataset import Dataset
+from recbole.utils import FeatureType
 
 #: Aliases removed in numpy 2 that RecBole (``np.float_``...) and ray (``np.bool8``) use.
 NUMPY_ALIASES: dict[str, type] = {
@@ -58,8 +59,6 @@ def _fill_nan(self) -> None:  # noqa: ANN001 - RecBole Dataset
     pandas 3 ignores ``df[col].fillna(..., inplace=True)``; assign the result instead. Missing
     tokens become ``""``, missing floats the column mean, missing sequences empty sequences.
     """
-    from recbole.utils import FeatureType
-
     for feat_name in self.feat_name_list:
         feat = getattr(self, feat_name)
         for field in feat:
@@ -86,18 +85,9 @@ def patch_pandas() -> None:
     are not used by this plugin and are left as RecBole has them.
     """
     global RECBOLE_FILL_NAN
-    from recbole.data.dataset import Dataset
-
     if Dataset._fill_nan is not _fill_nan:
         RECBOLE_FILL_NAN = Dataset._fill_nan
         Dataset._fill_nan = _fill_nan
-
-
-def copy_on_write_active() -> bool:
-    """True when pandas copy-on-write is on (pandas 3 always; pandas 2 when enabled)."""
-    if int(pd.__version__.split(".")[0]) >= 3:
-        return True
-    return bool(pd.options.mode.copy_on_write)
 
 
 def apply() -> None:

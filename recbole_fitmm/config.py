@@ -16,18 +16,29 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from recbole.config import Config as RecBoleConfig
 
+from recbole_fitmm import compat
 from recbole_fitmm.errors import ConfigError
+from recbole_fitmm.registry import get_model
 
-ROOT = Path(__file__).resolve().parent.parent
+# RecBole's Config and everything after it need the fixes (numpy 2, scipy >= 1.13, torch.load,
+# pandas 3); every path into RecBole's configuration, data and trainer goes through this module.
+compat.apply()
+
+_PACKAGE = Path(__file__).resolve().parent
+#: Source checkout: the repository holds properties/ and dataset_atomic/ beside the package.
+#: Installed wheel: the same files are package data inside it (setup.cfg maps them there).
+ROOT = _PACKAGE.parent if (_PACKAGE.parent / "properties").is_dir() else _PACKAGE
 PROPERTIES = ROOT / "properties"
 DATASET_ATOMIC = ROOT / "dataset_atomic"
+#: True when running from a source checkout (outputs may go into the repository's git-ignored
+#: folders); False for an installed package (outputs go to the working directory).
+CHECKOUT = ROOT != _PACKAGE
 
 #: Dataset-hook keys; they belong to RecBole's "Dataset" parameter group (its cache check).
 PLUGIN_DATASET_ARGS = [
@@ -39,12 +50,7 @@ PLUGIN_DATASET_ARGS = [
 ]
 TEST_MASKS = ("train_only", "train_valid")
 NEG_SAMPLE_POOLS = ("all", "train_items")
-FEATURE_POLICIES = ("strict", "lenient")
-DUPLICATE_POLICIES = ("error", "drop")
-COLD_USER_POLICIES = ("drop", "error", "keep")
 LEARNERS = ("adam", "adamw", "sgd", "adagrad", "rmsprop", "sparse_adam")
-#: A modality name becomes part of a file name: ``<dataset>.<modality>.npy``.
-MODALITY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 class Config(RecBoleConfig):
@@ -90,8 +96,6 @@ class Config(RecBoleConfig):
         return {}
 
     def _get_model_and_dataset(self, model: Any, dataset: Any) -> tuple[str, type, str]:
-        from recbole_fitmm.utils import get_model
-
         if model is None:
             if "model" not in self.external_config_dict:
                 raise ConfigError("no model given: pass model=... or --model=NAME")
@@ -108,26 +112,48 @@ class Config(RecBoleConfig):
 
     def _load_internal_config_dict(self, model: str, model_class: type, dataset: str) -> None:
         super()._load_internal_config_dict(model, model_class, dataset)
-        self._update_internal_config_dict(str(PROPERTIES / "overall.yaml"))
+        overall, model_file, dataset_file = plugin_yaml_files(model, dataset)
+        self._update_internal_config_dict(str(overall))
         self.internal_config_dict["data_path"] = str(DATASET_ATOMIC)
-        model_file = PROPERTIES / "model" / f"{model}.yaml"
-        if model_file.is_file():
+        if model_file is not None:
             self._update_internal_config_dict(str(model_file))
-        dataset_file = PROPERTIES / "dataset" / f"{dataset}.yaml"
-        if dataset_file.is_file():
+        if dataset_file is not None:
             values = self._update_internal_config_dict(str(dataset_file))
             self.parameters["Dataset"] += [k for k in values if k not in self.parameters["Dataset"]]
 
     def _check_plugin_values(self) -> None:
-        from recbole_fitmm.utils import is_plugin_model
-
-        check_values(self.final_config_dict, plugin_model=is_plugin_model(self.model))
+        check_values(self.final_config_dict)
         data_path = self.final_config_dict["data_path"]
         if not os.path.isdir(data_path):
             raise ConfigError(
                 f"dataset folder {data_path} does not exist; convert the data first "
                 "(python -m recbole_fitmm.data.convert) or set data_path"
             )
+
+
+def plugin_yaml_files(model: str, dataset: str) -> tuple[Path, Path | None, Path | None]:
+    """The plugin's yaml files that apply to a run, in loading order.
+
+    Args:
+        model: Model name.
+        dataset: Dataset name.
+
+    Returns:
+        ``properties/overall.yaml``, ``properties/model/<model>.yaml`` and
+        ``properties/dataset/<dataset>.yaml`` (``None`` where the file does not exist).
+    """
+    model_file = PROPERTIES / "model" / f"{model}.yaml"
+    dataset_file = PROPERTIES / "dataset" / f"{dataset}.yaml"
+    return (
+        PROPERTIES / "overall.yaml",
+        model_file if model_file.is_file() else None,
+        dataset_file if dataset_file.is_file() else None,
+    )
+
+
+def plugin_yaml_texts(model: str, dataset: str) -> list[str]:
+    """The text of every file of :func:`plugin_yaml_files` (empty for a missing one)."""
+    return [path.read_text() if path else "" for path in plugin_yaml_files(model, dataset)]
 
 
 def _int(values: Mapping[str, Any], key: str, minimum: int) -> None:
@@ -141,47 +167,20 @@ def _choice(values: Mapping[str, Any], key: str, choices: tuple[str, ...]) -> No
         raise ConfigError(f"{key} is {values.get(key)!r}; expected one of {', '.join(choices)}")
 
 
-def _modalities(values: Mapping[str, Any], plugin_model: bool) -> None:
-    modalities = values.get("modalities")
-    names = [modalities] if isinstance(modalities, str) else modalities
-    if names is not None and (
-        not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names)
-    ):
-        raise ConfigError(f"modalities is {modalities!r}; expected a list of names")
-    names = list(names or [])
-    if plugin_model and not names:
-        raise ConfigError(
-            f"{values.get('model')} needs item features: set modalities, e.g. [image, text] "
-            "(files <dataset>.<modality>.npy)"
-        )
-    user = values.get("user_modality")
-    for name in [*names, *([user] if user is not None else [])]:
-        if not isinstance(name, str) or not MODALITY_NAME.fullmatch(name):
-            raise ConfigError(
-                f"modality name {name!r} is not a plain file-name part (letters, digits, _ and -)"
-            )
-    if len(set(names)) != len(names):
-        raise ConfigError(f"modalities lists a modality twice: {names}")
-    if user is not None and user in names:
-        raise ConfigError(f"user_modality {user!r} is also an item modality; use another file")
+def check_values(values: Mapping[str, Any]) -> None:
+    """Check the run-level configuration values.
 
-
-def check_values(values: Mapping[str, Any], plugin_model: bool = False) -> None:
-    """Check the plugin-level configuration values (models check their own hyperparameters).
+    Models check their own hyperparameters (``model/params.py``) and the data layer its options
+    (:func:`recbole_fitmm.data.options.check_data_options`).
 
     Args:
         values: The resolved configuration (``Config.final_config_dict``).
-        plugin_model: The model is one of the plugin's multimodal models (needs modalities).
 
     Raises:
         ConfigError: The first value out of range, naming the key, the value and what is allowed.
     """
     _choice(values, "test_mask", TEST_MASKS)
     _choice(values, "neg_sample_pool", NEG_SAMPLE_POOLS)
-    _choice(values, "feature_policy", FEATURE_POLICIES)
-    _choice(values, "duplicate_policy", DUPLICATE_POLICIES)
-    _choice(values, "cold_user_policy", COLD_USER_POLICIES)
-    _modalities(values, plugin_model)
     for key in ("epochs", "train_batch_size", "eval_batch_size"):
         _int(values, key, 1)
     _int(values, "stopping_step", 0)

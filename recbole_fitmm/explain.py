@@ -22,6 +22,8 @@ from typing import Any
 import torch
 
 from recbole_fitmm.errors import ConfigError, FITMMError
+from recbole_fitmm.inference import load_model, recommend
+from recbole_fitmm.io import atomic_write_text
 from recbole_fitmm.model import spectral
 
 SHUT_OFF_TOL = 1e-6
@@ -119,9 +121,6 @@ def format_report(report: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: explain a FITMM checkpoint and optionally print recommendations."""
-    from recbole_fitmm.checkpoint import load_model, recommend
-    from recbole_fitmm.io import atomic_write_text
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--json", default=None, help="also write the report as JSON here")

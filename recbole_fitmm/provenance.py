@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import platform
+import subprocess
 import time
 from collections.abc import Mapping
 from enum import Enum
@@ -27,9 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas
+import recbole
+import scipy
 import torch
 
 from recbole_fitmm.io import atomic_write_text
+from recbole_fitmm.version import __version__
 
 #: Keys ``Config`` derives itself; feeding them back would be wrong (``data_path`` gets the
 #: dataset name appended, enums would arrive as strings) or pointless.
@@ -117,14 +122,44 @@ def config_input(config: Any) -> dict[str, Any]:
     }
 
 
+_REVISION: list[str | None] = []
+
+
+def source_revision() -> str | None:
+    """The git revision of the package's source checkout, or ``None`` for an installed package.
+
+    Uncommitted changes to the package, ``properties/`` or ``setup.cfg`` are part of it: the
+    result is ``<commit>+dirty.<sha256 of the diff, 12 hex digits>``. Computed once per process.
+
+    Returns:
+        The revision, or ``None`` when the package does not run from a git checkout (or git is
+        missing).
+    """
+    if not _REVISION:
+        root = Path(__file__).resolve().parent.parent
+        revision = None
+        if (root / ".git").exists():
+            try:
+                commit = _git(root, "rev-parse", "HEAD").strip()
+                diff = _git(root, "diff", "HEAD", "--", "recbole_fitmm", "properties", "setup.cfg")
+                revision = commit
+                if diff:
+                    digest = hashlib.sha256(diff.encode("utf-8")).hexdigest()[:12]
+                    revision = f"{commit}+dirty.{digest}"
+            except (OSError, subprocess.CalledProcessError):
+                revision = None
+        _REVISION.append(revision)
+    return _REVISION[0]
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+
+
 def versions() -> dict[str, str]:
     """Versions of python and of the libraries a result depends on."""
-    import pandas
-    import recbole
-    import scipy
-
-    import recbole_fitmm
-
     return {
         "python": platform.python_version(),
         "torch": str(torch.__version__),
@@ -132,46 +167,9 @@ def versions() -> dict[str, str]:
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "pandas": pandas.__version__,
-        "recbole_fitmm": recbole_fitmm.__version__,
+        "recbole_fitmm": __version__,
+        "recbole_fitmm_revision": source_revision() or "",
     }
-
-
-def dataset_files(config: Any) -> dict[str, Path]:
-    """The files a run with ``config`` reads, by role.
-
-    Args:
-        config: A resolved ``Config``.
-
-    Returns:
-        Role -> path: ``<part>.inter`` per split file (or ``inter``), ``user``/``item`` and
-        additional atomic files when present, and for plugin models ``<modality>.npy`` per
-        feature file (item modalities and ``user_modality``).
-    """
-    from recbole_fitmm.utils import is_plugin_model
-
-    folder = Path(config["data_path"])
-    name = config["dataset"]
-    files: dict[str, Path] = {}
-    parts = config["benchmark_filename"]
-    if parts:
-        for part in parts:
-            files[f"{part}.inter"] = folder / f"{name}.{part}.inter"
-    else:
-        files["inter"] = folder / f"{name}.inter"
-    for suffix in ["user", "item", *(config["additional_feat_suffix"] or [])]:
-        path = folder / f"{name}.{suffix}"
-        if path.is_file():
-            files[suffix] = path
-    if is_plugin_model(config["model"]):
-        modalities = config["modalities"] or []
-        if isinstance(modalities, str):
-            modalities = [modalities]
-        for modality in [
-            *modalities,
-            *([config["user_modality"]] if config["user_modality"] else []),
-        ]:
-            files[f"{modality}.npy"] = folder / f"{name}.{modality}.npy"
-    return files
 
 
 def file_sha256(path: Path) -> str:
@@ -191,7 +189,8 @@ def fingerprint(files: Mapping[str, Path]) -> dict[str, Any]:
     """Fingerprint of a dataset.
 
     Args:
-        files: Role -> path, as from :func:`dataset_files`. Missing files are skipped.
+        files: Role -> path (:func:`recbole_fitmm.data.files.run_files`). Missing files are
+            skipped.
 
     Returns:
         ``{"sha256": <hash over all files>, "files": {role: {"sha256", "bytes"}}}``. The file
@@ -207,16 +206,13 @@ def fingerprint(files: Mapping[str, Path]) -> dict[str, Any]:
     return {"sha256": total, "files": entries}
 
 
-def dataset_fingerprint(config: Any) -> dict[str, Any]:
-    """Fingerprint of the files a run with ``config`` reads."""
-    return fingerprint(dataset_files(config))
-
-
-def build_provenance(config: Any) -> dict[str, Any]:
+def build_provenance(config: Any, dataset_fingerprint: Mapping[str, Any]) -> dict[str, Any]:
     """The provenance record of a run (see the module docstring).
 
     Args:
         config: The run's resolved ``Config``.
+        dataset_fingerprint: Fingerprint of the files the run reads
+            (:func:`recbole_fitmm.data.files.dataset_fingerprint`).
 
     Returns:
         Plain data: ``model``, ``dataset``, ``data_path`` (absolute), ``created`` (UTC, ISO
@@ -230,7 +226,7 @@ def build_provenance(config: Any) -> dict[str, Any]:
         "config": plain_config(config),
         "config_input": config_input(config),
         "versions": versions(),
-        "dataset_fingerprint": dataset_fingerprint(config),
+        "dataset_fingerprint": dict(dataset_fingerprint),
     }
 
 

@@ -1,4 +1,9 @@
-"""Entry points: one run of any model under the plugin's protocol, and the tuner's objective."""
+"""The run layer: configuration, dataset and dataloaders of a run, one run of any model under the
+plugin's protocol, the tuner's objective, and rebuilding a trained model from its checkpoint.
+
+Everything above this module (comparison, tuning, explanation, the command lines) starts runs and
+loads models through it.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +16,73 @@ from typing import Any
 
 import numpy as np
 import torch
+from recbole.data import create_dataset as recbole_create_dataset
 from recbole.data import data_preparation as recbole_data_preparation
 from recbole.utils import init_logger, init_seed
 
-from recbole_fitmm.checkpoint import find_latest
+from recbole_fitmm.checkpoint import (
+    find_latest,
+)
 from recbole_fitmm.config import Config
+from recbole_fitmm.data.dataset import MultiModalDataset
+from recbole_fitmm.data.files import dataset_fingerprint
+from recbole_fitmm.data.options import check_data_options
+from recbole_fitmm.data.validate import apply_interaction_policies, check_dataset_files
 from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.provenance import build_provenance, write_json
-from recbole_fitmm.utils import create_dataset, get_model, get_trainer
+from recbole_fitmm.registry import get_model, is_plugin_model, missing_package_message
+from recbole_fitmm.trainer import get_trainer
+
+
+def build_config(
+    model: str | None = None,
+    dataset: str | None = None,
+    config_file_list: list[str] | None = None,
+    config_dict: dict[str, Any] | None = None,
+) -> Config:
+    """The resolved configuration of a run, with every plugin-level value checked.
+
+    Args:
+        model: Model name.
+        dataset: Dataset name.
+        config_file_list: Extra yaml files.
+        config_dict: Extra values.
+
+    Returns:
+        The ``Config``.
+
+    Raises:
+        ConfigError: A value is missing or out of range (run-level, data-level or RecBole's).
+    """
+    config = Config(model, dataset, config_file_list, config_dict)
+    check_data_options(config, needs_features=is_plugin_model(config["model"]))
+    return config
+
+
+def create_dataset(config: Any) -> Any:
+    """Build the dataset after checking its files, then apply the interaction policies.
+
+    Plugin models get the multimodal hook (:class:`~recbole_fitmm.data.dataset.MultiModalDataset`),
+    other models RecBole's dataset. Duplicate and cold-user interactions are then handled as
+    ``duplicate_policy`` and ``cold_user_policy`` say
+    (:func:`~recbole_fitmm.data.validate.apply_interaction_policies`).
+
+    Args:
+        config: The run's configuration.
+
+    Returns:
+        The dataset, not yet split.
+
+    Raises:
+        DataError: A file is missing or malformed, or a policy refuses the data.
+    """
+    check_dataset_files(config)
+    if is_plugin_model(config["model"]):
+        dataset = MultiModalDataset(config)
+    else:
+        dataset = recbole_create_dataset(config)
+    apply_interaction_policies(dataset, config)
+    return dataset
 
 
 def apply_test_mask(config: Any, train_data: Any, test_data: Any) -> None:
@@ -117,10 +181,15 @@ def run_recbole_fitmm(
         DataError: Missing or malformed data.
         CheckpointError: ``resume_from`` is unreadable or belongs to another model or dataset.
     """
-    config = Config(model, dataset, config_file_list, config_dict)
+    config = build_config(model, dataset, config_file_list, config_dict)
     cpu = torch.device(config["device"]).type == "cpu"
     with deterministic(bool(config["reproducibility"]) and cpu):
-        return _run(config, saved, resume_from)
+        try:
+            return _run(config, saved, resume_from)
+        except ModuleNotFoundError as err:  # a RecBole model's optional package (NCL: faiss)
+            if err.name and err.name.split(".")[0] not in ("recbole", "recbole_fitmm"):
+                raise ConfigError(missing_package_message(config["model"], err.name)) from None
+            raise
 
 
 @contextmanager
@@ -170,28 +239,37 @@ def _run(config: Config, saved: bool, resume_from: str | Path | None) -> dict[st
     )
     # seconds of training, including those before an interruption when resumed
     train_seconds = time.perf_counter() - start + getattr(trainer, "resumed_train_seconds", 0.0)
-    test_result = trainer.evaluate(
-        test_data, load_best_model=saved, show_progress=config["show_progress"]
+    diverged = getattr(trainer, "diverged", None)
+    testable = not (saved and diverged and trainer.best_epoch is None)
+    test_result = None
+    if testable:
+        test_result = trainer.evaluate(
+            test_data, load_best_model=saved, show_progress=config["show_progress"]
+        )
+    provenance = getattr(trainer, "provenance", None) or build_provenance(
+        config, dataset_fingerprint(config)
     )
-    provenance = getattr(trainer, "provenance", None) or build_provenance(config)
+    has_best = saved and testable
     result = {
         "model": config["model"],
         "dataset": config["dataset"],
         "best_valid_score": float(best_valid_score),
         "valid_score_bigger": config["valid_metric_bigger"],
         "best_valid_result": _floats(best_valid_result),
-        "test_result": _floats(test_result),
+        "test_result": _floats(test_result) if test_result is not None else None,
         "train_seconds": train_seconds,
         "history": getattr(trainer, "history", []),
-        "checkpoint": trainer.saved_model_file if saved else None,
+        "diverged": diverged,
+        "checkpoint": trainer.saved_model_file if has_best else None,
         "last_checkpoint": getattr(trainer, "last_model_file", None) if saved else None,
         "result_file": None,
         "provenance": provenance,
         "config": config,
     }
     if saved:
-        best = Path(trainer.saved_model_file)
-        result["result_file"] = str(best.with_name(best.name[: -len(".pth")] + ".result.json"))
+        stem = Path(getattr(trainer, "last_model_file", trainer.saved_model_file))
+        name = stem.name.removesuffix(".last.pth").removesuffix(".pth")
+        result["result_file"] = str(stem.with_name(name + ".result.json"))
         record = {k: v for k, v in result.items() if k != "config"}
         record["resumed_from"] = str(resume) if resume else None
         write_json(result["result_file"], record)

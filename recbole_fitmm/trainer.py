@@ -1,336 +1,166 @@
-"""The plugin's trainer: RecBole's training loop with safe, atomic, resumable checkpoints.
+"""The plugin's trainers and :func:`get_trainer`.
 
-:class:`CheckpointMixin` changes only how checkpoints are written and read; the training loop,
-early stopping and evaluation are RecBole's. :func:`recbole_fitmm.utils.get_trainer` returns a
-trainer with this mixin for every general model, plugin and built-in (RecBole's special trainers
-such as ``NCLTrainer`` get it mixed in).
-
-What it writes (``recbole_fitmm.checkpoint``): the best-validation checkpoint whenever the
-validation score improves, and a "last" checkpoint after every epoch (after validation on
-evaluation epochs, after training on the others). Both are written atomically, carry a plain-data
-provenance record (configuration, versions, dataset fingerprint) and a JSON sidecar.
-
-Exact resumption: the last checkpoint holds the model, the optimizer, the epoch, the best score and
-result, the early-stopping counter, and the random states of python, numpy (RecBole's negative
-sampler), torch and the training dataloader's own shuffling generator (RecBole seeds one
-``torch.Generator`` per dataloader with ``seed`` and draws every epoch's permutation from it).
-``resume_checkpoint`` restores all of them, so a resumed run sees the same batches and negatives
-as an uninterrupted one and ends with the same weights and metrics.
+Every trainer of a general or traditional model is one of the classes declared here: RecBole's
+trainer with :class:`~recbole_fitmm.resumable.CheckpointMixin` in front (checkpoints, history,
+divergence handling); models on the plain trainer also get :class:`SyncFreeEpoch`, a training
+epoch without per-batch host synchronisation. Other model types keep RecBole's trainer.
 """
 
 from __future__ import annotations
 
-import os
-import time
-import uuid
-from pathlib import Path
+import math
 from typing import Any
 
+import torch
+from recbole.trainer import NCLTrainer as RecBoleNCLTrainer
+from recbole.trainer import RaCTTrainer as RecBoleRaCTTrainer
+from recbole.trainer import RecVAETrainer as RecBoleRecVAETrainer
 from recbole.trainer import TraditionalTrainer as RecBoleTraditionalTrainer
 from recbole.trainer import Trainer as RecBoleTrainer
+from recbole.utils import ModelType, set_color
+from recbole.utils import get_trainer as recbole_get_trainer
+from torch.nn.utils import clip_grad_norm_
+from tqdm import tqdm
 
-from recbole_fitmm.checkpoint import (
-    LAST_SUFFIX,
-    capture_rng,
-    check_dataset,
-    load_weights,
-    plain_result,
-    read_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
-from recbole_fitmm.errors import CheckpointError
-from recbole_fitmm.provenance import build_provenance
-
-#: Configuration keys that may differ between an interrupted run and its resumption.
-RESUME_FREE_KEYS = frozenset(
-    {"epochs", "resume_from", "state", "show_progress", "checkpoint_dir", "log_wandb"}
-)
+from recbole_fitmm.registry import is_plugin_model
+from recbole_fitmm.resumable import CheckpointMixin, Diverged
 
 
-class CheckpointMixin:
-    """Safe, atomic, resumable checkpoints for a RecBole ``Trainer`` (see the module docstring).
+class SyncFreeEpoch:
+    """A training epoch without per-batch host synchronisation (for the plain trainer).
 
-    Attributes:
-        saved_model_file: Path of the best-validation checkpoint.
-        last_model_file: Path of the "last" checkpoint (resume from this one).
+    RecBole's epoch calls ``loss.item()`` and ``torch.isnan(loss)`` after every batch, each a
+    device-to-host synchronisation on a GPU. Here the batch losses (and the model's
+    ``last_loss_parts``, when it records them) are summed on the device and checked once per epoch;
+    a non-finite sum raises :class:`Diverged`. One ``GradScaler`` lives across epochs; gradients
+    are unscaled before clipping. Otherwise the same steps in the same order as RecBole's.
     """
-
-    def __init__(self, config: Any, model: Any) -> None:
-        super().__init__(config, model)  # type: ignore[call-arg]
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        dataset = str(config["dataset"]).replace(os.sep, "_")
-        stem = f"{config['model']}-{dataset}-{stamp}-{uuid.uuid4().hex[:6]}"
-        self.saved_model_file = os.path.join(self.checkpoint_dir, stem + ".pth")
-        self.last_model_file = os.path.join(self.checkpoint_dir, stem + LAST_SUFFIX)
-        self._provenance: dict[str, Any] | None = None
-        self._pending_rng: dict[str, Any] | None = None
-        self._train_generator: Any = None
-        self._finished = False
-        self._saving = True
-        self._validating = True
-        self._epoch = 0
-        #: Training seconds spent before this process (restored on resume).
-        self.resumed_train_seconds = 0.0
-        #: One entry per validation: epoch, train loss, valid metrics, model diagnostics.
-        self.history: list[dict[str, Any]] = []
-        self._fit_start = time.perf_counter()
-
-    # ------------------------------------------------------------------ provenance
-    @property
-    def provenance(self) -> dict[str, Any]:
-        """The run's provenance record (computed once; hashes the dataset files)."""
-        if self._provenance is None:
-            self._provenance = build_provenance(self.config)
-        return self._provenance
-
-    def _check_checkpoint(self, checkpoint: dict[str, Any], path: str | Path) -> None:
-        saved_model = checkpoint["provenance"]["model"]
-        if saved_model != self.config["model"]:
-            raise CheckpointError(
-                f"checkpoint {path} holds a {saved_model} model, not {self.config['model']}"
-            )
-        check_dataset(checkpoint, path, self.provenance["dataset_fingerprint"])
-
-    # ------------------------------------------------------------------ writing
-    def _common_state(self, epoch: int) -> dict[str, Any]:
-        return {
-            "epoch": int(epoch),
-            "cur_step": int(self.cur_step),
-            "best_valid_score": float(self.best_valid_score),
-            "state_dict": self.model.state_dict(),
-            "other_parameter": self.model.other_parameter(),
-            "provenance": self.provenance,
-        }
-
-    def _save_checkpoint(self, epoch: int, verbose: bool = True, **kwargs: Any) -> None:
-        """Write the best-validation checkpoint (and, without validation, the last one too)."""
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
-            return
-        path = kwargs.pop("saved_model_file", self.saved_model_file)
-        save_checkpoint(path, {"kind": "best", **self._common_state(epoch)})
-        if verbose:
-            self.logger.info(f"Saving best: {path}")
-        if not self._validating:
-            self._save_last(epoch, verbose=verbose)
-
-    def _save_last(self, epoch: int, verbose: bool = True) -> None:
-        """Write everything needed to resume after ``epoch``."""
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
-            return
-        best = Path(self.saved_model_file)
-        state = {
-            "kind": "last",
-            **self._common_state(epoch),
-            "best_valid_result": plain_result(self.best_valid_result),
-            "stopped": bool(self._validating and self.cur_step > self.stopping_step),
-            "best_file": best.name if best.is_file() else None,
-            "optimizer": self.optimizer.state_dict(),
-            "rng": capture_rng(self._train_generator),
-            "train_seconds": self.resumed_train_seconds + time.perf_counter() - self._fit_start,
-            "history": self.history,
-        }
-        save_checkpoint(self.last_model_file, state)
-        if verbose:
-            self.logger.info(f"Saving last: {self.last_model_file}")
-
-    # ------------------------------------------------------------------ training loop hooks
-    def fit(
-        self,
-        train_data: Any,
-        valid_data: Any = None,
-        verbose: bool = True,
-        saved: bool = True,
-        show_progress: bool = False,
-        callback_fn: Any = None,
-    ) -> tuple[float, dict[str, float] | None]:
-        """RecBole's ``fit``, writing a last checkpoint every epoch when ``saved``.
-
-        Args:
-            train_data: Training dataloader.
-            valid_data: Validation dataloader (``None``: no validation, no early stopping).
-            verbose: Log progress.
-            saved: Write checkpoints.
-            show_progress: Show progress bars.
-            callback_fn: Called as ``callback_fn(epoch, valid_score)`` after each evaluation.
-
-        Returns:
-            ``(best_valid_score, best_valid_result)``.
-        """
-        self._saving = saved
-        self._fit_start = time.perf_counter()
-        self._validating = bool(valid_data) and self.eval_step > 0
-        self._train_generator = getattr(train_data, "generator", None)
-        if self._pending_rng is not None:
-            restore_rng(self._pending_rng, self._train_generator)
-            self._pending_rng = None
-        if self._finished:
-            self.logger.info("The resumed run had already finished; nothing left to train.")
-            return self.best_valid_score, self.best_valid_result
-
-        def after_evaluation(epoch_idx: int, valid_score: float) -> None:
-            if saved:
-                self._save_last(epoch_idx, verbose=verbose)
-            if callback_fn is not None:
-                callback_fn(epoch_idx, valid_score)
-
-        return super().fit(  # type: ignore[misc]
-            train_data, valid_data, verbose, saved, show_progress, after_evaluation
-        )
-
-    def _valid_epoch(self, valid_data: Any, show_progress: bool = False) -> tuple[float, dict]:
-        """RecBole's validation, recorded in :attr:`history` with the model's diagnostics."""
-        score, result = super()._valid_epoch(valid_data, show_progress=show_progress)  # type: ignore[misc]
-        epoch = self._epoch
-        loss = self.train_loss_dict.get(epoch)
-        entry: dict[str, Any] = {
-            "epoch": epoch,
-            "train_loss": None if loss is None else float(loss),
-            "valid_score": float(score),
-            "valid": plain_result(result),
-        }
-        diagnostics = getattr(self.model, "diagnostics", None)
-        if diagnostics is not None:
-            entry["diagnostics"] = diagnostics()
-        self.history.append(entry)
-        return score, result
 
     def _train_epoch(
         self, train_data: Any, epoch_idx: int, loss_func: Any = None, show_progress: bool = False
     ) -> Any:
-        self._epoch = epoch_idx
-        loss = super()._train_epoch(  # type: ignore[misc]
-            train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
-        )
-        evaluates = (epoch_idx + 1) % max(self.eval_step, 1) == 0
-        if self._saving and self._validating and not evaluates:
-            self._save_last(epoch_idx, verbose=False)
-        return loss
-
-    # ------------------------------------------------------------------ reading
-    def resume_checkpoint(self, resume_file: str | Path) -> None:
-        """Continue an interrupted run from its last checkpoint.
-
-        Args:
-            resume_file: A ``*.last.pth`` checkpoint of the same model on the same data.
-
-        Raises:
-            CheckpointError: Unreadable file, a best (not last) checkpoint, another model, other
-                data, or a missing best checkpoint beside it.
-        """
-        path = Path(resume_file)
-        checkpoint = read_checkpoint(path, map_location=self.device)
-        if checkpoint.get("kind") != "last":
-            raise CheckpointError(
-                f"checkpoint {path} holds best weights only; resume from the *{LAST_SUFFIX} "
-                "checkpoint beside it"
+        model, optimizer = self.model, self.optimizer  # type: ignore[attr-defined]
+        model.train()
+        loss_func = loss_func or model.calculate_loss
+        if not hasattr(self, "_scaler"):
+            self._scaler = torch.amp.GradScaler(enabled=self.enable_scaler)  # type: ignore[attr-defined]
+        device = self.device  # type: ignore[attr-defined]
+        iterator = (
+            tqdm(
+                train_data,
+                total=len(train_data),
+                ncols=100,
+                desc=set_color(f"Train {epoch_idx:>5}", "pink"),
             )
-        self._check_checkpoint(checkpoint, path)
-        self._warn_config_changes(checkpoint["provenance"]["config_input"], path)
-        load_weights(self.model, checkpoint, path)
-        try:
-            self.optimizer.load_state_dict(checkpoint["optimizer"])
-        except (ValueError, KeyError) as err:
-            raise CheckpointError(
-                f"checkpoint {path}: optimizer state does not fit ({err})"
-            ) from None
-        self.start_epoch = checkpoint["epoch"] + 1
-        self.cur_step = checkpoint["cur_step"]
-        self.best_valid_score = checkpoint["best_valid_score"]
-        self.best_valid_result = checkpoint["best_valid_result"]
-        self._pending_rng = checkpoint["rng"]
-        self.resumed_train_seconds = float(checkpoint.get("train_seconds", 0.0))
-        self.history = list(checkpoint.get("history", []))
-        self._finished = checkpoint["stopped"] or self.start_epoch >= self.epochs
-        self.last_model_file = str(path)
-        if checkpoint["best_file"] is not None:
-            best = path.parent / checkpoint["best_file"]
-            if not best.is_file():
-                raise CheckpointError(
-                    f"checkpoint {path} needs its best checkpoint {best}, which is missing"
+            if show_progress
+            else train_data
+        )
+        total: Any = None
+        parts: dict[str, torch.Tensor] = {}
+        for interaction in iterator:
+            interaction = interaction.to(device)
+            optimizer.zero_grad()
+            with torch.autocast(device_type=device.type, enabled=self.enable_amp):  # type: ignore[attr-defined]
+                losses = loss_func(interaction)
+            if isinstance(losses, tuple):
+                loss = sum(losses)
+                step = torch.stack([part.detach().float() for part in losses])
+            else:
+                loss = losses
+                step = losses.detach().float()
+            total = step if total is None else total + step
+            for name, value in (getattr(model, "last_loss_parts", None) or {}).items():
+                parts[name] = parts[name] + value if name in parts else value
+            self._scaler.scale(loss).backward()
+            if self.clip_grad_norm:  # type: ignore[attr-defined]
+                self._scaler.unscale_(optimizer)
+                clip_grad_norm_(model.parameters(), **self.clip_grad_norm)  # type: ignore[attr-defined]
+            self._scaler.step(optimizer)
+            self._scaler.update()
+        if total is None:
+            return 0.0
+        values = total.tolist()  # the epoch's one synchronisation
+        flat = values if isinstance(values, list) else [values]
+        if not all(math.isfinite(value) for value in flat):
+            named = {name: float(value) for name, value in parts.items()}
+            if not named:
+                named = (
+                    {f"loss{i + 1}": v for i, v in enumerate(flat)}
+                    if len(flat) > 1
+                    else {"loss": flat[0]}
                 )
-            self.saved_model_file = str(best)
-        else:
-            self.saved_model_file = str(path.with_name(path.name[: -len(LAST_SUFFIX)] + ".pth"))
-        self.logger.info(f"Resuming {path} from epoch {self.start_epoch}")
-
-    def _warn_config_changes(self, saved: dict[str, Any], path: Path) -> None:
-        current = self.provenance["config_input"]
-        changed = sorted(
-            key
-            for key in set(saved) | set(current)
-            if key not in RESUME_FREE_KEYS and saved.get(key) != current.get(key)
-        )
-        if changed:
-            self.logger.warning(
-                f"resuming {path} with a different configuration ({', '.join(changed)}); "
-                "the result will not match an uninterrupted run"
-            )
-
-    def evaluate(
-        self,
-        eval_data: Any,
-        load_best_model: bool = True,
-        model_file: str | None = None,
-        show_progress: bool = False,
-    ) -> dict[str, float] | None:
-        """RecBole's ``evaluate``; the best weights are read with the safe loader.
-
-        Args:
-            eval_data: Evaluation dataloader.
-            load_best_model: Load the best checkpoint first.
-            model_file: Checkpoint to load instead of the run's best one.
-            show_progress: Show a progress bar.
-
-        Returns:
-            Metric name -> value, or ``None`` without data.
-
-        Raises:
-            CheckpointError: The checkpoint is unreadable or belongs to other data.
-        """
-        if not eval_data:
-            return None
-        if load_best_model:
-            path = model_file or self.saved_model_file
-            checkpoint = read_checkpoint(path, map_location=self.device)
-            self._check_checkpoint(checkpoint, path)
-            load_weights(self.model, checkpoint, path)
-            self.logger.info(f"Loaded best weights from {path}")
-        return super().evaluate(  # type: ignore[misc]
-            eval_data, load_best_model=False, show_progress=show_progress
-        )
+            raise Diverged(named)
+        return tuple(values) if isinstance(values, list) else values
 
 
-class Trainer(CheckpointMixin, RecBoleTrainer):
-    """RecBole's ``Trainer`` with the plugin's checkpoints (every general model without its own)."""
+class Trainer(CheckpointMixin, SyncFreeEpoch, RecBoleTrainer):
+    """RecBole's ``Trainer`` with the plugin's checkpoints and epoch (general models)."""
 
 
 class TraditionalTrainer(CheckpointMixin, RecBoleTraditionalTrainer):
-    """RecBole's ``TraditionalTrainer`` (one epoch: Pop, ItemKNN, EASE...) with the plugin's
-    checkpoints."""
+    """RecBole's ``TraditionalTrainer`` (one epoch: Pop, ItemKNN, EASE...) with checkpoints."""
 
 
-_MIXED: dict[type, type] = {RecBoleTrainer: Trainer, RecBoleTraditionalTrainer: TraditionalTrainer}
+class NCLTrainer(CheckpointMixin, RecBoleNCLTrainer):
+    """RecBole's ``NCLTrainer`` (E-step every ``m_step`` epochs) with the plugin's checkpoints."""
 
 
-def with_checkpoints(trainer: type) -> type:
-    """``trainer`` with :class:`CheckpointMixin` in front (returned unchanged if it has it).
+class RaCTTrainer(CheckpointMixin, RecBoleRaCTTrainer):
+    """RecBole's ``RaCTTrainer`` (pre-training stages) with the plugin's checkpoints."""
+
+
+class RecVAETrainer(CheckpointMixin, RecBoleRecVAETrainer):
+    """RecBole's ``RecVAETrainer`` (alternating encoder/decoder epochs) with checkpoints."""
+
+
+class FITMMTrainer(Trainer):
+    """The plugin trainer with a fused (single-kernel) Adam for FITMM.
+
+    FITMM trains the raw feature tables (7050 × 4096 floats for Baby's images); RecBole's default
+    Adam updates them tensor by tensor with a chain of elementwise kernels, about 9× slower on CPU
+    than ``torch.optim.Adam(fused=True)``, which computes the same update. Other optimisers and
+    devices without a fused Adam fall back to RecBole's choice.
+    """
+
+    def _build_optimizer(self, **kwargs: Any) -> torch.optim.Optimizer:
+        learner = kwargs.get("learner", self.learner)
+        params = list(kwargs.pop("params", self.model.parameters()))
+        fusable = all(param.device.type in ("cpu", "cuda") for param in params)
+        if learner.lower() != "adam" or not fusable:
+            return super()._build_optimizer(params=params, **kwargs)
+        return torch.optim.Adam(
+            params,
+            lr=kwargs.get("learning_rate", self.learning_rate),
+            weight_decay=kwargs.get("weight_decay", self.weight_decay),
+            fused=True,
+        )
+
+
+#: Trainers by model name; RecBole's special trainers of general models get theirs.
+MODEL_TRAINERS: dict[str, type] = {
+    "FITMM": FITMMTrainer,
+    "NCL": NCLTrainer,
+    "RaCT": RaCTTrainer,
+    "RecVAE": RecVAETrainer,
+}
+
+
+def get_trainer(model_type: Any, model_name: str) -> type:
+    """The trainer class for a model.
 
     Args:
-        trainer: A subclass of RecBole's ``Trainer``.
+        model_type: The model's ``ModelType``.
+        model_name: The model's name.
 
     Returns:
-        A class named like ``trainer``; the same class for the same input.
+        A trainer class taking ``(config, model)``: from :data:`MODEL_TRAINERS`, else
+        :class:`Trainer` for general models (plugin and RecBole), :class:`TraditionalTrainer` for
+        traditional ones, and RecBole's own trainer for other model types.
     """
-    if issubclass(trainer, CheckpointMixin):
-        return trainer
-    if trainer not in _MIXED:
-        _MIXED[trainer] = type(
-            trainer.__name__,
-            (CheckpointMixin, trainer),
-            {
-                "__doc__": f"{trainer.__name__} with the plugin's checkpoints.",
-                "__module__": __name__,
-            },
-        )
-    return _MIXED[trainer]
+    if model_name in MODEL_TRAINERS:
+        return MODEL_TRAINERS[model_name]
+    if is_plugin_model(model_name) or model_type == ModelType.GENERAL:
+        return Trainer
+    if model_type == ModelType.TRADITIONAL:
+        return TraditionalTrainer
+    return recbole_get_trainer(model_type, model_name)

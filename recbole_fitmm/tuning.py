@@ -9,6 +9,7 @@ from typing import Any
 
 from recbole.trainer import HyperTuning
 
+from recbole_fitmm.cli import parse_value
 from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.io import atomic_write_text
 from recbole_fitmm.quick_start import objective_function
@@ -107,8 +108,6 @@ def tune(
 
 
 def _parse_params(text: str) -> dict[str, Any]:
-    from recbole_fitmm.cli import parse_value
-
     pairs = (item.split(":", 1) for item in text.split(", "))
     return {key: parse_value(value) for key, value in pairs}
 

@@ -51,6 +51,7 @@ def toy_config(root: Path, **overrides: Any) -> dict[str, Any]:
         "epochs": 2,
         "stopping_step": 2,
         "eval_batch_size": 1 << 20,
+        "checkpoint_every": 1,  # a checkpoint after every epoch: the kill-and-resume tests
     }
     config.update(overrides)
     return config

@@ -33,8 +33,9 @@ from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
 from recbole_fitmm.config import Config
-from recbole_fitmm.quick_start import data_preparation
-from recbole_fitmm.utils import create_dataset, get_model, get_trainer, is_plugin_model
+from recbole_fitmm.quick_start import create_dataset, data_preparation
+from recbole_fitmm.registry import get_model, is_plugin_model
+from recbole_fitmm.trainer import get_trainer
 from tests.conftest import toy_config
 
 #: Training setup of the contract fit: small batches and a high learning rate, so a few epochs

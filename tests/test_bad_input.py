@@ -11,8 +11,10 @@ import pytest
 
 from recbole_fitmm import run_recbole_fitmm
 from recbole_fitmm.config import Config
+from recbole_fitmm.data.validate import check_dataset_files
 from recbole_fitmm.errors import ConfigError, DataError
-from recbole_fitmm.utils import check_dataset_files, create_dataset, get_model
+from recbole_fitmm.quick_start import create_dataset
+from recbole_fitmm.registry import get_model
 from tests.test_dataset_hook import SPLITS, TEST, TRAIN, VALID, hook_config, make_dataset
 
 HEADER = "user_id:token\titem_id:token\n"

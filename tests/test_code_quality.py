@@ -65,3 +65,102 @@ def test_ruff_is_clean() -> None:
         pytest.skip("ruff not installed (make install installs it)")
     done = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _package_imports(path: Path, known: set[str]) -> set[str]:
+    """Every ``recbole_fitmm`` module ``path`` imports, at module level or inside functions."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            # ``from pkg import sub`` imports the module pkg.sub when one exists
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        else:
+            continue
+        found |= {name for name in names if name in known}
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the package modules it imports (a parent package is imported with a child)."""
+    paths = {_module_name(path): path for path in _modules()}
+    known = set(paths)
+    graph = {name: _package_imports(path, known) for name, path in paths.items()}
+    for name in graph:  # importing a.b.c runs a/__init__ and a/b/__init__ first
+        for target in list(graph[name]):
+            parts = target.split(".")
+            graph[name] |= {".".join(parts[:i]) for i in range(1, len(parts))} - {name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One cycle of ``graph`` as a list of nodes (first == last), or None."""
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt) :] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_cycle_finder_finds_a_planted_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_the_package_imports_one_way() -> None:
+    graph = import_graph()
+    assert "recbole_fitmm.quick_start" in graph["recbole_fitmm.compare"]  # the parser sees edges
+    assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph) or [])}"
+
+
+def test_no_package_import_inside_functions() -> None:
+    """Imports of the package's own modules are at module level (no cycles dodged in functions)."""
+    known = {_module_name(path) for path in _modules()}
+    problems = []
+    for path in _modules():
+        tree = ast.parse(path.read_text())
+        top = {id(node) for node in tree.body}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)) and id(node) not in top:
+                if _package_imports_of(node, known):
+                    problems.append(f"{path.name}:{node.lineno}")
+    assert not problems, problems
+
+
+def _package_imports_of(node: ast.AST, known: set[str]) -> set[str]:
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names} & known
+    assert isinstance(node, ast.ImportFrom)
+    return {node.module or ""} & known
+
+
+def test_building_blocks_import_no_recbole_and_touch_no_environment() -> None:
+    code = (
+        "import os, sys; before = dict(os.environ); "
+        "import recbole_fitmm.model.layers, recbole_fitmm.model.spectral; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('recbole', 'ray'))); "
+        "print(sorted(set(os.environ.items()) ^ set(before.items())))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[]", "[]"]

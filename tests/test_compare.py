@@ -11,13 +11,8 @@ from recbole.utils import init_seed
 
 import run_compare
 from recbole_fitmm import compare as compare_module
-from recbole_fitmm.compare import (
-    assemble,
-    compare,
-    evaluate_checkpoint,
-    model_config,
-    per_user_metrics,
-)
+from recbole_fitmm.checkpoint import find_resumable, read_checkpoint
+from recbole_fitmm.compare import assemble, compare, model_config
 from recbole_fitmm.compare_table import (
     PerUser,
     RunRecord,
@@ -28,9 +23,13 @@ from recbole_fitmm.compare_table import (
     summarise,
 )
 from recbole_fitmm.config import Config
+from recbole_fitmm.data.files import dataset_fingerprint
 from recbole_fitmm.errors import ConfigError
-from recbole_fitmm.quick_start import data_preparation, run_recbole_fitmm
-from recbole_fitmm.utils import create_dataset, get_model, get_trainer
+from recbole_fitmm.per_user import evaluate_checkpoint, per_user_metrics
+from recbole_fitmm.quick_start import create_dataset, data_preparation, run_recbole_fitmm
+from recbole_fitmm.registry import get_model
+from recbole_fitmm.resumable import CheckpointMixin
+from recbole_fitmm.trainer import get_trainer
 from tests.conftest import toy_config
 
 TEST_KEYS = ["recall@10", "recall@20", "ndcg@10", "ndcg@20"]
@@ -216,9 +215,6 @@ def test_stored_runs_need_the_same_signature(tmp_path: Path) -> None:
 def test_a_run_interrupted_in_training_resumes_from_its_last_checkpoint(
     toy_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from recbole_fitmm.checkpoint import find_resumable, read_checkpoint
-    from recbole_fitmm.trainer import CheckpointMixin
-
     config = toy_config(toy_root, epochs=4, stopping_step=10, train_batch_size=256)
     whole = compare(["BPR"], "toy", [7], config_dict=config, out_dir=tmp_path / "whole")
     out = tmp_path / "cut"
@@ -236,9 +232,9 @@ def test_a_run_interrupted_in_training_resumes_from_its_last_checkpoint(
     (last,) = (out / "checkpoints").glob("*.last.pth")
     assert read_checkpoint(last)["epoch"] == 1 and read_checkpoint(last)["train_seconds"] > 0
     values = {**config, "checkpoint_dir": str(out / "checkpoints")}
-    assert find_resumable(Config("BPR", "toy", None, {**values, "seed": 7})) == last
-    assert find_resumable(Config("BPR", "toy", None, {**values, "seed": 8})) is None
-    assert find_resumable(Config("BPR", "toy", None, {**values, "seed": 7, "epochs": 5})) is None
+    for changes, expected in (({}, last), ({"seed": 8}, None), ({"epochs": 5}, None)):
+        run = Config("BPR", "toy", None, {**values, "seed": 7, **changes})
+        assert find_resumable(run, dataset_fingerprint(run)) == expected
 
     seen = []
     run_one = compare_module.run_one

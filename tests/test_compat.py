@@ -20,8 +20,7 @@ from recbole.trainer import Trainer
 
 from recbole_fitmm import compat
 from recbole_fitmm.config import Config
-from recbole_fitmm.quick_start import data_preparation
-from recbole_fitmm.utils import create_dataset
+from recbole_fitmm.quick_start import create_dataset, data_preparation
 from tests.conftest import toy_config
 
 

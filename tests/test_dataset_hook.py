@@ -13,8 +13,7 @@ import pytest
 from recbole_fitmm.config import Config
 from recbole_fitmm.data.dataset import MultiModalDataset, read_feature_file
 from recbole_fitmm.errors import DataError
-from recbole_fitmm.quick_start import data_preparation
-from recbole_fitmm.utils import create_dataset
+from recbole_fitmm.quick_start import build_config, create_dataset, data_preparation
 
 SPLITS = ["train", "valid", "test"]
 # Item tokens appear in a scrambled order, so RecBole's internal ids differ from the tokens.
@@ -65,7 +64,7 @@ def hook_config(root: Path, name: str = "hk", model: str = "BPR", **values: Any)
         "state": "ERROR",
     }
     config.update(values)
-    return Config(model, name, config_dict=config)
+    return build_config(model, name, config_dict=config)
 
 
 @pytest.mark.parametrize("n_modalities", [1, 2, 3, 4])

@@ -13,8 +13,7 @@ from recbole_fitmm.config import Config
 from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.explain import explain_fitmm, main
 from recbole_fitmm.model.fitmm import FITMM
-from recbole_fitmm.quick_start import data_preparation
-from recbole_fitmm.utils import create_dataset
+from recbole_fitmm.quick_start import create_dataset, data_preparation
 from tests.conftest import toy_config
 
 

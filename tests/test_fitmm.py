@@ -18,9 +18,9 @@ from recbole_fitmm.config import PROPERTIES, Config
 from recbole_fitmm.data.synthetic import SyntheticSpec, generate, write_atomic
 from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.model import graph, layers, spectral
-from recbole_fitmm.model.fitmm import FITMM, Bands, FITMMParams, FITMMTrainer, item_graph_weights
-from recbole_fitmm.quick_start import data_preparation
-from recbole_fitmm.utils import create_dataset
+from recbole_fitmm.model.fitmm import FITMM, Bands, FITMMParams, item_graph_weights
+from recbole_fitmm.quick_start import create_dataset, data_preparation
+from recbole_fitmm.trainer import FITMMTrainer
 from tests.conftest import toy_config
 from tests.model_contract import ModelContract
 

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from recbole_fitmm.data.convert import convert_mmrec
 from recbole_fitmm.data.dataset import MultiModalDataset
 from recbole_fitmm.errors import FITMMError
-from recbole_fitmm.utils import create_dataset
+from recbole_fitmm.quick_start import create_dataset
 from tests.test_dataset_hook import N_ITEMS, TEST, TRAIN, VALID, hook_config, make_dataset
 
 FUZZ = settings(

@@ -22,8 +22,7 @@ from recbole_fitmm.model.dragon import DRAGON, DRAGONParams
 from recbole_fitmm.model.freedom import FREEDOM, FREEDOMParams
 from recbole_fitmm.model.lgmrec import LGMRec, LGMRecParams, infonce
 from recbole_fitmm.model.vbpr import VBPR, VBPRParams
-from recbole_fitmm.quick_start import data_preparation
-from recbole_fitmm.utils import create_dataset
+from recbole_fitmm.quick_start import create_dataset, data_preparation
 from tests.conftest import toy_config
 from tests.model_contract import ModelContract
 

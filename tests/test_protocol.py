@@ -20,8 +20,7 @@ from recbole.trainer import Trainer
 from recbole.utils import InputType
 
 from recbole_fitmm.config import Config
-from recbole_fitmm.quick_start import data_preparation
-from recbole_fitmm.utils import create_dataset
+from recbole_fitmm.quick_start import create_dataset, data_preparation
 
 SPLITS = {
     "train": [("u1", "a"), ("u1", "b"), ("u2", "e")],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +62,14 @@ def test_provenance_beside_every_output(toy_root: Path) -> None:
         "scipy": scipy.__version__,
         "pandas": pd.__version__,
         "recbole_fitmm": recbole_fitmm.__version__,
+        "recbole_fitmm_revision": provenance["versions"]["recbole_fitmm_revision"],
     }
+    head = subprocess.run(
+        ["git", "-C", str(Path(recbole_fitmm.__file__).parents[1]), "rev-parse", "HEAD"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    assert provenance["versions"]["recbole_fitmm_revision"].split("+")[0] == head
     files = provenance["dataset_fingerprint"]["files"]
     expected_roles = {"train.inter", "valid.inter", "test.inter", "image.npy", "text.npy"}
     assert set(files) == expected_roles

@@ -30,10 +30,8 @@ import torch
 from recbole.data.dataset import Dataset
 from torch import Tensor
 
-from recbole_fitmm.config import FEATURE_POLICIES
-from recbole_fitmm.errors import ConfigError, DataError
-
-__all__ = ["FEATURE_POLICIES", "MultiModalDataset", "align_rows", "read_feature_file", "token_rows"]
+from recbole_fitmm.data.options import check_data_options
+from recbole_fitmm.errors import DataError
 
 
 def read_feature_file(path: Path) -> np.ndarray:
@@ -176,20 +174,9 @@ class MultiModalDataset(Dataset):
     """
 
     def __init__(self, config: Any) -> None:
+        modalities = check_data_options(config, needs_features=True)
         super().__init__(config)
-        modalities = config["modalities"]
-        if isinstance(modalities, str):
-            modalities = [modalities]
-        if not modalities:
-            raise ConfigError(
-                f"dataset {self.dataset_name}: `modalities` is empty; list the feature files to "
-                "load, e.g. modalities: [image, text]"
-            )
-        if len(set(modalities)) != len(modalities):
-            raise ConfigError(f"`modalities` lists a modality twice: {modalities}")
-        policy = config["feature_policy"] or "strict"
-        if policy not in FEATURE_POLICIES:
-            raise ConfigError(f"feature_policy is {policy!r}; expected one of {FEATURE_POLICIES}")
+        policy = config["feature_policy"]
         folder = Path(self.dataset_path)
         item_tokens = self.field2id_token[self.iid_field][1:]
         item_rows = token_rows(item_tokens, self.iid_field, str(folder))

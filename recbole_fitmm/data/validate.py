@@ -5,8 +5,9 @@ id as the token ``0`` and keeps duplicate or cold-start interactions silently. T
 every such case into a :class:`~recbole_fitmm.errors.DataError` that names the file, the line
 and the problem, for every model (plugin and RecBole built-in):
 
-* :func:`check_atomic_file`: encoding, header ``name:type`` tokens, field counts per line, ids
-  present and without surrounding blanks, float columns numeric — the same parse RecBole does;
+* :func:`check_dataset_files` / :func:`check_atomic_file`: encoding, header ``name:type``
+  tokens, field counts per line, ids present and without surrounding blanks, float columns
+  numeric — the same parse RecBole does;
 * :func:`apply_interaction_policies`: duplicate (user, item) interactions
   (``duplicate_policy: error | drop``) and users without training interactions in a fixed split
   (``cold_user_policy: drop | error | keep``).
@@ -31,6 +32,7 @@ except ImportError:  # pragma: no cover
         "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
     }  # fmt: skip
 
+from recbole_fitmm.data.files import run_files
 from recbole_fitmm.errors import DataError
 
 FEATURE_TYPES = ("token", "float", "token_seq", "float_seq")
@@ -38,27 +40,30 @@ FEATURE_TYPES = ("token", "float", "token_seq", "float_seq")
 NA_VALUES = frozenset(STR_NA_VALUES) | {""}
 
 
-def atomic_files(config: Any) -> list[tuple[Path, str]]:
-    """The atomic files RecBole will read for ``config``, with their source.
+def check_dataset_files(config: Any) -> None:
+    """Fail early, naming the file and the problem, on a missing or malformed dataset.
 
-    Returns:
-        ``(path, source)`` pairs; source is ``inter``, ``user``, ``item`` or an additional
-        feature suffix. Interaction and additional files are listed even when missing.
+    Checks the dataset folder (RecBole would otherwise try to download an unknown dataset and may
+    prompt on stdin), then every atomic file RecBole will read (:func:`run_files`): present,
+    non-empty, well-formed header and rows, ids present (:func:`check_atomic_file`). Feature
+    files are checked by the dataset hook when it reads them.
+
+    Args:
+        config: The run's configuration.
+
+    Raises:
+        DataError: The first problem found.
     """
     folder = Path(config["data_path"])
-    name = config["dataset"]
-    parts = config["benchmark_filename"]
-    if parts:
-        files = [(folder / f"{name}.{part}.inter", "inter") for part in parts]
-    else:
-        files = [(folder / f"{name}.inter", "inter")]
-    for source in ("user", "item"):
-        path = folder / f"{name}.{source}"
-        if path.is_file():
-            files.append((path, source))
-    for suffix in config["additional_feat_suffix"] or []:
-        files.append((folder / f"{name}.{suffix}", suffix))
-    return files
+    if not folder.is_dir():
+        raise DataError(f"dataset folder {folder} does not exist")
+    for file in run_files(config):
+        if file.source == "feature":
+            continue
+        if not file.path.is_file():
+            what = "interaction" if file.source == "inter" else f"{file.source} feature"
+            raise DataError(f"{what} file {file.path} does not exist")
+        check_atomic_file(file.path, file.source, config)
 
 
 def loaded_columns(config: Any, source: str, fields: list[str]) -> list[str]:

@@ -21,153 +21,16 @@ finite; ``svd_solver: svd`` restores the release's backward.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from recbole.trainer import Trainer
 from torch import Tensor, nn
 
 from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.model import graph, layers, spectral
 from recbole_fitmm.model.abstract import MultiModalRecommender
-from recbole_fitmm.model.params import ModelParams, check
-
-CONSISTENCIES = ("band", "cross_modal", "none")
-FEATURE_MLP_DTYPES = ("float32", "bfloat16")
-
-
-@dataclass(frozen=True)
-class FITMMParams(ModelParams):
-    """FITMM hyperparameters, one field per key of ``properties/model/FITMM.yaml``.
-
-    Attributes:
-        embedding_size: Latent size d of each block (64); D = B·d.
-        mlp_hidden_size: Hidden size of the feature MLPs (256 = 4d).
-        num_layers: User–item propagation layers, summed with layer 0 (2).
-        n_mm_layers: Hops of the item (and user) kNN graph (1).
-        knn_k: Neighbours per node of the kNN graphs (10).
-        mm_image_weight: Weight of the ``image`` modality's graph in ``S_mm`` (0.1); the other
-            modalities share the rest equally, without an ``image`` modality all are equal, a
-            single modality gets 1 (:func:`graph.modality_weights`, shared with FREEDOM/DRAGON).
-        modality_weights: Explicit graph weights in ``modalities`` order (normalised to sum 1);
-            overrides ``mm_image_weight`` when set.
-        use_item_graph: ``H_i = S_mm R_i``; ``False`` (ablation) gives ``H_i = R_i`` as the
-            release's switch does.
-        use_user_graph: ``H_u = S_user P`` from the dataset's ``user_modality`` features.
-        num_freq_bands: Bands M (3); 1 = no decomposition (ablation).
-        use_gate: Residual gate; ``False`` (ablation) fixes ``g = 1``, so the IB term is 0.
-        ib_direction: ``Pos`` (sigmoid gate) or ``Dual`` (tanh gate).
-        ib_alpha: α of the IB surrogate.
-        ib_mu: μ of the IB surrogate.
-        ib_phi_plus: φ⁺ of the IB surrogate.
-        ib_weight: λ_IB; 0 = IB off (ablation).
-        consistency: ``band`` (§3.3, release), ``cross_modal`` (§3.4) or ``none`` (ablation).
-        reg_weight: λ_cl, weight of the consistency loss.
-        cl_temperature: τ of the consistency losses.
-        loss_type: ``bce`` (release) or ``bpr``.
-        svd_solver: ``gram`` (stable backward) or ``svd`` (release's autograd).
-        svd_float64: Run the decomposition in float64.
-        svd_grad_guard: Relative Lorentzian width of the ``gram`` backward (0 = exact 1/Δ).
-        train_features: Train the raw feature tables, as the release does (``True``); ``False``
-            keeps them fixed (an option for the tiktok investigation in BENCHMARKS.md).
-        feature_mlp_dtype: ``float32`` (faithful) or ``bfloat16``: the feature MLPs' products
-            run under bfloat16 autocast (weights and feature tables stay float32). A speed
-            option, not the release's arithmetic (BENCHMARKS.md measures both).
-        learning_rate: Adam learning rate (the release's model yaml: 1e-4); read by the trainer.
-    """
-
-    embedding_size: int
-    mlp_hidden_size: int
-    num_layers: int
-    n_mm_layers: int
-    knn_k: int
-    mm_image_weight: float
-    modality_weights: list[float] | None
-    use_item_graph: bool
-    use_user_graph: bool
-    num_freq_bands: int
-    use_gate: bool
-    ib_direction: str
-    ib_alpha: float
-    ib_mu: float
-    ib_phi_plus: float
-    ib_weight: float
-    consistency: str
-    reg_weight: float
-    cl_temperature: float
-    loss_type: str
-    svd_solver: str
-    svd_float64: bool
-    svd_grad_guard: float
-    train_features: bool
-    feature_mlp_dtype: str
-    learning_rate: float
-
-    def validate(self) -> None:
-        """Range and choice checks (:class:`~recbole_fitmm.errors.ConfigError` on a bad value)."""
-        positive = ("embedding_size", "mlp_hidden_size", "knn_k", "n_mm_layers", "cl_temperature")
-        for name in (*positive, "learning_rate"):
-            check(getattr(self, name) > 0, "FITMM", f"{name} must be positive")
-        non_negative = ("ib_alpha", "ib_mu", "ib_phi_plus", "ib_weight", "reg_weight")
-        for name in (*non_negative, "num_layers", "svd_grad_guard"):
-            check(getattr(self, name) >= 0, "FITMM", f"{name} must be >= 0")
-        check(
-            1 <= self.num_freq_bands <= self.embedding_size,
-            "FITMM",
-            f"num_freq_bands must be in [1, embedding_size = {self.embedding_size}] (the bands "
-            f"split the {self.embedding_size} singular values of a block), got "
-            f"{self.num_freq_bands}",
-        )
-        check(0.0 <= self.mm_image_weight <= 1.0, "FITMM", "mm_image_weight must be in [0, 1]")
-        weights = self.modality_weights
-        check(
-            weights is None
-            or (
-                isinstance(weights, list | tuple)
-                and len(weights) > 0
-                and all(isinstance(w, int | float) and w >= 0 for w in weights)
-                and sum(weights) > 0
-            ),
-            "FITMM",
-            f"modality_weights must be null or a list of weights >= 0 with a positive sum, "
-            f"got {weights!r}",
-        )
-        choices = {
-            "ib_direction": layers.IB_DIRECTIONS,
-            "consistency": CONSISTENCIES,
-            "loss_type": layers.LOSS_TYPES,
-            "svd_solver": spectral.SOLVERS,
-            "feature_mlp_dtype": FEATURE_MLP_DTYPES,
-        }
-        for name, allowed in choices.items():
-            value = getattr(self, name)
-            check(value in allowed, "FITMM", f"{name} must be one of {allowed}, got {value!r}")
-
-
-def item_graph_weights(params: FITMMParams, names: list[str]) -> list[float]:
-    """Weight of each modality's kNN graph in ``S_mm`` (rule in :class:`FITMMParams`).
-
-    Args:
-        params: The model's hyperparameters.
-        names: Feature modality names in dataset order.
-
-    Returns:
-        One weight per modality, summing to 1.
-
-    Raises:
-        ConfigError: ``modality_weights`` does not have one entry per modality.
-    """
-    if params.modality_weights is None:
-        return graph.modality_weights(names, params.mm_image_weight)
-    weights = [float(w) for w in params.modality_weights]
-    if len(weights) != len(names):
-        raise ConfigError(
-            f"FITMM: modality_weights has {len(weights)} entries for the modalities {names}; "
-            "give one weight per modality, in the same order"
-        )
-    return [w / sum(weights) for w in weights]
+from recbole_fitmm.model.fitmm_params import FITMMParams, item_graph_weights
 
 
 def without_pad(matrix: Tensor) -> Tensor:
@@ -458,26 +321,3 @@ class FITMM(MultiModalRecommender):
         terms = self.loss_terms(interaction)
         p = self.params
         return terms["rec"] + p.ib_weight * terms["ib"] + p.reg_weight * terms["consistency"]
-
-
-class FITMMTrainer(Trainer):
-    """RecBole's trainer with a fused (single-kernel) Adam for FITMM.
-
-    FITMM trains the raw feature tables (7050 × 4096 floats for Baby's images); RecBole's default
-    Adam updates them tensor by tensor with a chain of elementwise kernels, about 9× slower on CPU
-    than ``torch.optim.Adam(fused=True)``, which computes the same update. Other optimisers and
-    devices without a fused Adam fall back to RecBole's choice.
-    """
-
-    def _build_optimizer(self, **kwargs: Any) -> torch.optim.Optimizer:
-        learner = kwargs.get("learner", self.learner)
-        params = list(kwargs.pop("params", self.model.parameters()))
-        fusable = all(param.device.type in ("cpu", "cuda") for param in params)
-        if learner.lower() != "adam" or not fusable:
-            return super()._build_optimizer(params=params, **kwargs)
-        return torch.optim.Adam(
-            params,
-            lr=kwargs.get("learning_rate", self.learning_rate),
-            weight_decay=kwargs.get("weight_decay", self.weight_decay),
-            fused=True,
-        )

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 from torch import Tensor
 
@@ -331,7 +332,6 @@ def user_cooccurrence_graph(
         >>> g.to_dense()[1].tolist(), g.to_dense()[2].tolist()
         ([0.0, 0.0, 1.0], [0.0, 1.0, 0.0])
     """
-    import scipy.sparse as sp
 
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
