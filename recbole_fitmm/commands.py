@@ -1,0 +1,186 @@
+"""The command lines: one run, a comparison, a search (``recbole-fitmm``, ``recbole-fitmm-compare``,
+``recbole-fitmm-hyper`` once installed; ``run_recbole_fitmm.py``, ``run_compare.py`` and
+``run_hyper.py`` in a checkout). Each returns an exit status: 0, or 2 with a one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from recbole_fitmm.cli import format_results, parse_overrides
+from recbole_fitmm.compare import PAIRED_TESTS, assemble, compare
+from recbole_fitmm.errors import FITMMError
+from recbole_fitmm.quick_start import run_recbole_fitmm
+from recbole_fitmm.tuning import ALGORITHMS, tune, write_result
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+RUN_MAIN_DESCRIPTION = "Train and evaluate one model under the paper protocol."
+
+
+def run_main(argv: list[str] | None = None) -> int:
+    """Train and evaluate one model under the paper protocol.
+
+        python run_recbole_fitmm.py                                  # FITMM on the embedded mmsynth
+        python run_recbole_fitmm.py --model=LightGCN --dataset=baby --config_files="my.yaml"
+        python run_recbole_fitmm.py --model=FITMM --learning_rate=0.001 --seed=1
+
+    Any ``--key=value`` is a RecBole/plugin configuration value and beats every yaml file.
+    """
+    parser = argparse.ArgumentParser(description=RUN_MAIN_DESCRIPTION)
+    parser.add_argument("--model", "-m", default="FITMM", help="plugin or RecBole model name")
+    parser.add_argument("--dataset", "-d", default="mmsynth", help="dataset name (folder)")
+    parser.add_argument(
+        "--config_files", default="", help="space-separated yaml files (one argument)"
+    )
+    args, rest = parser.parse_known_args(argv)
+    try:
+        overrides = parse_overrides(rest)
+        result = run_recbole_fitmm(
+            args.model,
+            args.dataset,
+            config_file_list=args.config_files.split() or None,
+            config_dict=overrides,
+        )
+    except FITMMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"\n{result['model']} on {result['dataset']} "
+        f"(best valid {result['config']['valid_metric']} = {result['best_valid_score']:.4f}, "
+        f"training {result['train_seconds']:.1f} s)\n"
+    )
+    print(format_results({"valid": result["best_valid_result"], "test": result["test_result"]}))
+    return 0
+
+
+COMPARE_MAIN_DESCRIPTION = (
+    "Compare several models side by side on one dataset over several seeds "
+    "(mean ± std, paired test)."
+)
+
+
+def compare_main(argv: list[str] | None = None) -> int:
+    """Compare several models on one dataset over several seeds (mean ± std, paired test).
+
+        python run_compare.py --models BPR,LightGCN,VBPR,FREEDOM,LGMRec,DRAGON --dataset tiktok \\
+            --seeds 999,1,2 --config_files my_tiktok.yaml --out results/compare_tiktok --epochs=100
+
+    Every model runs under the plugin's protocol (valid-selected epoch, test once with the
+    train-only mask); the best model is chosen on mean valid Recall@20 and compared with every
+    other one by a paired test over per-user test Recall@20. Any ``--key=value`` is a
+    configuration value for every run and beats the yaml files; ``--MODEL:key=value`` applies to
+    one model only (e.g. ``--DRAGON:learning_rate=0.001``). Finished runs are stored in
+    ``<out>/runs/`` and reused by a later call with the same settings. Writes summary.md,
+    summary.csv, per_seed.csv and per_user_recall@20.npz into ``--out``.
+
+    ``--from_runs DIR [DIR ...]`` trains nothing: it builds the table from the runs stored under the
+    ``runs/`` folders of earlier comparisons (e.g. models run in parallel processes, or with
+    different seeds), for the listed models::
+
+        python run_compare.py --models BPR,LightGCN,FITMM --dataset tiktok \\
+            --from_runs results/ids results/fitmm --out results/compare_tiktok
+    """
+    parser = argparse.ArgumentParser(description=COMPARE_MAIN_DESCRIPTION)
+    parser.add_argument("--models", required=True, help="comma-separated model names")
+    parser.add_argument("--dataset", "-d", required=True, help="dataset name (folder)")
+    parser.add_argument("--seeds", default="999", help="comma-separated seeds (default 999)")
+    parser.add_argument(
+        "--config_files", nargs="+", default=[], help="yaml files (space-separated)"
+    )
+    parser.add_argument("--out", default=None, help="output folder (results/compare_<dataset>)")
+    parser.add_argument("--test", choices=PAIRED_TESTS, default="wilcoxon", help="paired test")
+    parser.add_argument("--keep_checkpoints", action="store_true", help="keep run checkpoints")
+    parser.add_argument(
+        "--from_runs", nargs="+", default=None, help="build the table from stored runs only"
+    )
+    args, rest = parser.parse_known_args(argv)
+    try:
+        seeds = [int(seed) for seed in _names(args.seeds)]
+    except ValueError:
+        print(
+            f"error: --seeds must be comma-separated integers, got {args.seeds!r}", file=sys.stderr
+        )
+        return 2
+    try:
+        if args.from_runs:
+            out = args.out or f"results/compare_{args.dataset}"
+            result = assemble(_names(args.models), args.dataset, args.from_runs, out, args.test)
+            print(result.markdown)
+            print("written: " + ", ".join(str(path) for path in result.files))
+            return 0
+        files = [name for token in args.config_files for name in token.split()]
+        result = compare(
+            _names(args.models),
+            args.dataset,
+            seeds,
+            config_file_list=files or None,
+            config_dict=parse_overrides(rest),
+            out_dir=args.out,
+            method=args.test,
+            keep_checkpoints=args.keep_checkpoints,
+        )
+    except FITMMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(result.markdown)
+    print("written: " + ", ".join(str(path) for path in result.files))
+    return 0
+
+
+HYPER_MAIN_DESCRIPTION = (
+    "Tune any model (plugin or RecBole) on validation with RecBole's HyperTuning."
+)
+
+
+def hyper_main(argv: list[str] | None = None) -> int:
+    """Tune any model (plugin or RecBole) on validation with RecBole's HyperTuning.
+
+        python run_hyper.py --model=FITMM --dataset=mmsynth \\
+            --params_file=properties/hyper/FITMM.hyper
+        python run_hyper.py --model=LightGCN --dataset=tiktok --algo=random --max_evals=20 \
+            --params_file=properties/hyper/LightGCN.hyper --epochs=100
+
+    Remaining ``--key=value`` arguments are fixed configuration values for every trial; tuned
+    parameters always win over them. The result (best parameters chosen on validation, their test
+    metrics, every trial) is written as JSON to ``--output_file``.
+    """
+    parser = argparse.ArgumentParser(description=HYPER_MAIN_DESCRIPTION)
+    parser.add_argument("--model", "-m", default="FITMM")
+    parser.add_argument("--dataset", "-d", default="mmsynth")
+    parser.add_argument(
+        "--params_file", default=None, help="default: properties/hyper/<model>.hyper"
+    )
+    parser.add_argument("--algo", default="exhaustive", choices=ALGORITHMS)
+    parser.add_argument("--max_evals", type=int, default=100)
+    parser.add_argument("--early_stop", type=int, default=10)
+    parser.add_argument("--config_files", default="", help="space-separated yaml files")
+    parser.add_argument(
+        "--output_file", default=None, help="default: results/hyper_<model>_<dataset>.json"
+    )
+    args, rest = parser.parse_known_args(argv)
+    params_file = args.params_file or f"properties/hyper/{args.model}.hyper"
+    output = args.output_file or f"results/hyper_{args.model}_{args.dataset}.json"
+    try:
+        result = tune(
+            args.model,
+            args.dataset,
+            params_file,
+            algo=args.algo,
+            max_evals=args.max_evals,
+            early_stop=args.early_stop,
+            config_file_list=args.config_files.split() or None,
+            fixed=parse_overrides(rest),
+        )
+    except FITMMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    write_result(result, output)
+    print(f"\nbest parameters (selected on validation): {result.best_params}\n")
+    print(format_results({"valid": result.best_valid_result, "test": result.test_result}))
+    print(f"\n{len(result.trials)} trials written to {output}")
+    return 0
