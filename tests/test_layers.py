@@ -304,7 +304,7 @@ def test_recommendation_losses() -> None:
 
 def test_sparse_product_matches_dense() -> None:
     dense = torch.randn(6, 5) * (torch.rand(6, 5) > 0.5)
-    matrix, matrix_t = layers.transpose_pair(dense.to_sparse())
+    matrix, matrix_t = layers.frozen_pair(dense.to_sparse())
     x = torch.randn(5, 3, requires_grad=True)
     out = layers.sparse_product(matrix, matrix_t, x)
     torch.testing.assert_close(out, dense @ x)

@@ -143,22 +143,30 @@ def align_rows(
     covered = np.zeros(matrix.shape[0], dtype=bool)
     covered[rows[~missing]] = True
     unknown = np.flatnonzero(~covered)
+    problems = []
     if missing.any():
-        message = (
-            f"feature file {path} has {matrix.shape[0]} rows but {int(missing.sum())} {what}s "
-            f"have no row (first: token {rows[missing][0]})"
+        problems.append(
+            (
+                f"has {matrix.shape[0]} rows but {int(missing.sum())} {what}s have no row "
+                f"(first: token {rows[missing][0]})",
+                "zero-fill them",
+                "their features are zero",
+            )
         )
-        if policy == "strict":
-            raise DataError(message + "; set feature_policy: lenient to zero-fill them")
-        logger.warning(message + "; their features are zero")
     if len(unknown):
-        message = (
-            f"feature file {path} has {len(unknown)} rows for unknown {what}s "
-            f"(first: row {unknown[0]}; expected exactly one row per {what} token)"
+        problems.append(
+            (
+                f"has {len(unknown)} rows for unknown {what}s (first: row {unknown[0]}; "
+                f"expected exactly one row per {what} token)",
+                "ignore them",
+                "they are ignored",
+            )
         )
+    for problem, remedy, effect in problems:
+        message = f"feature file {path} {problem}"
         if policy == "strict":
-            raise DataError(message + "; set feature_policy: lenient to ignore them")
-        logger.warning(message + "; they are ignored")
+            raise DataError(f"{message}; set feature_policy: lenient to {remedy}")
+        logger.warning(f"{message}; {effect}")
     aligned = np.zeros((len(rows) + 1, matrix.shape[1]), dtype=np.float32)
     aligned[1:][~missing] = matrix[rows[~missing]]
     return aligned

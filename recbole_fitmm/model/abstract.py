@@ -13,6 +13,7 @@ base class owns the parts that are the same for all of them:
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -23,13 +24,21 @@ from recbole.utils import InputType
 from torch import Tensor
 
 from recbole_fitmm.errors import DataError
+from recbole_fitmm.model.graph import bipartite_adjacency
+from recbole_fitmm.model.layers import frozen_pair
+from recbole_fitmm.model.params import ModelParams
 
 
 class MultiModalRecommender(GeneralRecommender):
     """A graph recommender scored by ``<e_u, e_i>`` with cached evaluation representations.
 
     Subclasses implement :meth:`compute_representations` (all users and all items at once) and
-    ``calculate_loss``; they call :meth:`drop_cache` nowhere themselves.
+    ``calculate_loss``; they call :meth:`drop_cache` nowhere themselves. A subclass names its
+    hyperparameter dataclass in ``params_class``; the constructor reads it into ``params``.
+
+    Args:
+        config: RecBole ``Config`` holding the model's hyperparameters.
+        dataset: Training dataset with ``modal_feats`` (the dataset hook's).
 
     Attributes:
         modal_feats: Modality name -> float32 tensor [n_items, f_m], row 0 (PAD) zero, in the
@@ -37,9 +46,12 @@ class MultiModalRecommender(GeneralRecommender):
     """
 
     input_type = InputType.PAIRWISE
+    params_class: type[ModelParams] | None = None
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
+        if self.params_class is not None:
+            self.params = self.params_class.from_config(config, type(self).__name__)
         feats = getattr(dataset, "modal_feats", None)
         if not feats:
             raise DataError(
@@ -50,6 +62,56 @@ class MultiModalRecommender(GeneralRecommender):
         self.modal_feats: dict[str, Tensor] = dict(feats)
         self.user_feat: Tensor | None = getattr(dataset, "user_feat", None)
         self._cache: tuple[Tensor, Tensor] | None = None
+
+    def register_graph(self, name: str, matrix: Tensor | None, symmetric: bool = False) -> None:
+        """Keep a frozen sparse graph and its transpose as CSR buffers ``name`` and ``name_t``.
+
+        The buffers move with the model (``.to(device)``) and stay out of the ``state_dict``;
+        :func:`~recbole_fitmm.model.layers.sparse_product` multiplies with them.
+
+        Args:
+            name: Attribute name.
+            matrix: Sparse [n, m] graph, or ``None`` (both attributes become ``None``).
+            symmetric: The graph equals its transpose (one tensor serves both).
+        """
+        pair = frozen_pair(matrix, symmetric) if matrix is not None else (None, None)
+        self.register_buffer(name, pair[0], persistent=False)
+        self.register_buffer(f"{name}_t", pair[1], persistent=False)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MultiModalRecommender:
+        """A deep copy that shares the frozen CSR graphs (torch cannot deep-copy CSR tensors).
+
+        The graphs are never modified in place (moving a model replaces its references), so the
+        copy and the original can share them.
+        """
+        twin = type(self).__new__(type(self))
+        memo[id(self)] = twin
+        for key, value in self.__dict__.items():
+            if key == "_buffers":
+                value = {
+                    name: buffer
+                    if buffer is not None and buffer.layout == torch.sparse_csr
+                    else copy.deepcopy(buffer, memo)
+                    for name, buffer in value.items()
+                }
+            else:
+                value = copy.deepcopy(value, memo)
+            twin.__dict__[key] = value
+        return twin
+
+    def register_user_item_graph(self, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Register the normalised training user–item graph as ``norm_adj`` (symmetric, CSR).
+
+        Args:
+            dataset: Training dataset.
+
+        Returns:
+            The training edges ``(users, items)`` (:meth:`train_edges`).
+        """
+        users, items = self.train_edges(dataset)
+        adj = bipartite_adjacency(users, items, self.n_users, self.n_items)
+        self.register_graph("norm_adj", adj, symmetric=True)
+        return users, items
 
     @staticmethod
     def train_edges(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -63,6 +125,14 @@ class MultiModalRecommender(GeneralRecommender):
         """
         coo = dataset.inter_matrix(form="coo")
         return np.asarray(coo.row, dtype=np.int64), np.asarray(coo.col, dtype=np.int64)
+
+    def batch_ids(self, interaction: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """The users, positive items and negative items of a pairwise batch, each [B]."""
+        return (
+            interaction[self.USER_ID],
+            interaction[self.ITEM_ID],
+            interaction[self.NEG_ITEM_ID],
+        )
 
     # ------------------------------------------------------------------ representations
     def compute_representations(self) -> tuple[Tensor, Tensor]:

@@ -42,14 +42,13 @@ from torch import Tensor, nn
 
 from recbole_fitmm.model.abstract import MultiModalRecommender
 from recbole_fitmm.model.graph import (
-    bipartite_adjacency,
     modality_weights,
     multimodal_knn_graph,
     propagate,
     user_cooccurrence_graph,
 )
-from recbole_fitmm.model.layers import feature_mlp, sparse_product, transpose_pair
-from recbole_fitmm.model.params import ModelParams, check
+from recbole_fitmm.model.layers import bpr_loss, feature_mlp, pair_scores, sparse_product
+from recbole_fitmm.model.params import ModelParams
 
 
 @dataclass(frozen=True)
@@ -74,13 +73,9 @@ class DRAGONParams(ModelParams):
     user_graph_k: int
     reg_weight: float
 
-    def validate(self) -> None:
-        """Range checks (:class:`~recbole_fitmm.errors.ConfigError` on a bad value)."""
-        check(self.embedding_size > 0, "DRAGON", "embedding_size must be positive")
-        check(self.n_layers >= 0 and self.n_mm_layers >= 0, "DRAGON", "layers must be >= 0")
-        check(self.knn_k > 0 and self.user_graph_k > 0, "DRAGON", "knn_k, user_graph_k > 0")
-        check(0.0 <= self.mm_image_weight <= 1.0, "DRAGON", "mm_image_weight must be in [0, 1]")
-        check(self.reg_weight >= 0, "DRAGON", "reg_weight must be >= 0")
+    POSITIVE = ("embedding_size", "knn_k", "user_graph_k")
+    NON_NEGATIVE = ("n_layers", "n_mm_layers", "reg_weight")
+    FRACTIONS = ("mm_image_weight",)
 
 
 class ModalityGCN(nn.Module):
@@ -121,30 +116,20 @@ class ModalityGCN(nn.Module):
 
 
 class DRAGON(MultiModalRecommender):
-    """DRAGON with an in-memory user co-occurrence graph and fresh evaluation forwards.
+    """DRAGON with an in-memory user co-occurrence graph and fresh evaluation forwards."""
 
-    Args:
-        config: RecBole ``Config`` holding :class:`DRAGONParams`.
-        dataset: Training dataset with ``modal_feats``.
-    """
+    params_class = DRAGONParams
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
-        self.params = p = DRAGONParams.from_config(config, "DRAGON")
-        users, items = self.train_edges(dataset)
-        self.register_buffer(
-            "norm_adj", bipartite_adjacency(users, items, self.n_users, self.n_items), False
-        )
-        # frozen graphs with stored transposes: CSR products without re-transposing in backward
+        users, items = self.register_user_item_graph(dataset)
+        p = self.params
         user_graph = user_cooccurrence_graph(users, items, self.n_users, p.user_graph_k)
-        for suffix, value in zip(("", "_t"), transpose_pair(user_graph)):
-            self.register_buffer("user_graph" + suffix, value, persistent=False)
+        self.register_graph("user_graph", user_graph)
         self.names = list(self.modal_feats)
         feats = [self.modal_feats[name].float() for name in self.names]
         weights = modality_weights(self.names, p.mm_image_weight)
-        mm_adj = multimodal_knn_graph(feats, weights, p.knn_k)
-        for suffix, value in zip(("", "_t"), transpose_pair(mm_adj)):
-            self.register_buffer("mm_adj" + suffix, value, persistent=False)
+        self.register_graph("mm_adj", multimodal_knn_graph(feats, weights, p.knn_k))
         for name, feat in zip(self.names, feats):  # the GCN branches read the frozen raw features
             self.register_buffer(f"feat_{name}", feat, persistent=False)
         self.gcn = nn.ModuleDict(
@@ -188,10 +173,10 @@ class DRAGON(MultiModalRecommender):
         users = interaction[self.USER_ID]
         user_all, item_all = self.compute_representations()
         user_e = user_all[users]
-        diff = (user_e * item_all[interaction[self.ITEM_ID]]).sum(dim=1) - (
-            user_e * item_all[interaction[self.NEG_ITEM_ID]]
-        ).sum(dim=1)
-        loss = -F.logsigmoid(diff).mean() / np.log(2.0)  # -mean(log2 σ(diff))
+        pos_scores, neg_scores = pair_scores(
+            user_e, item_all[interaction[self.ITEM_ID]], item_all[interaction[self.NEG_ITEM_ID]]
+        )
+        loss = bpr_loss(pos_scores, neg_scores) / np.log(2.0)  # -mean(log2 σ(diff))
         reg = sum((gcn.preference[users] ** 2).mean() for gcn in self.gcn.values())
         reg = reg + (self.weight_u**2).mean()
         return loss + self.params.reg_weight * reg

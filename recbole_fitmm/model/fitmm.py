@@ -33,19 +33,6 @@ from recbole_fitmm.model.abstract import MultiModalRecommender
 from recbole_fitmm.model.fitmm_params import FITMMParams, item_graph_weights
 
 
-def without_pad(matrix: Tensor) -> Tensor:
-    """Drop row and column 0 (PAD, no entries) of a sparse COO matrix.
-
-    Args:
-        matrix: Coalesced sparse [n, n] with an empty row and column 0.
-
-    Returns:
-        Sparse COO [n - 1, n - 1]: entry (i, j) of the result is entry (i + 1, j + 1).
-    """
-    n = matrix.shape[0] - 1
-    return torch.sparse_coo_tensor(matrix.indices() - 1, matrix.values(), (n, n)).coalesce()
-
-
 class Bands(NamedTuple):
     """The band split of one side: singular vectors of R's and H's blocks.
 
@@ -87,15 +74,13 @@ class FITMM(MultiModalRecommender):
 
     Parameters, graphs and the band split cover the real ids 1..n-1 only; the PAD row 0 of the
     final representations is zero, so PAD never enters the SVD, the gates or the IB means.
-
-    Args:
-        config: RecBole ``Config`` holding the :class:`FITMMParams` keys.
-        dataset: Training dataset with ``modal_feats`` (and ``user_feat`` for the user graph).
     """
+
+    params_class = FITMMParams
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
-        self.params = p = FITMMParams.from_config(config, "FITMM")
+        p = self.params
         d = p.embedding_size
         self.dim = d
         self.modalities = list(self.modal_feats)
@@ -120,13 +105,13 @@ class FITMM(MultiModalRecommender):
 
         inter = dataset.inter_matrix(form="coo")
         adj = graph.bipartite_adjacency(inter.row - 1, inter.col - 1, n_users, n_items)
-        self._register_graph("adj", adj)
+        self.register_graph("adj", adj, symmetric=True)
         item_graph = None
         if p.use_item_graph:
             full = [self.modal_feats[name] for name in self.modalities]  # PAD row 0 unlinked
             weights = item_graph_weights(p, self.modalities)
-            item_graph = without_pad(graph.multimodal_knn_graph(full, weights, p.knn_k))
-        self._register_graph("item_graph", item_graph)
+            item_graph = graph.without_pad(graph.multimodal_knn_graph(full, weights, p.knn_k))
+        self.register_graph("item_graph", item_graph)
         user_graph = None
         if p.use_user_graph:
             if self.user_feat is None:
@@ -134,14 +119,11 @@ class FITMM(MultiModalRecommender):
                     "FITMM: use_user_graph needs user features; set `user_modality` so the "
                     "dataset loads <dataset>.<user_modality>.npy"
                 )
-            user_graph = without_pad(graph.knn_graph(self.user_feat, p.knn_k))
-        self._register_graph("user_graph", user_graph)
-
-    def _register_graph(self, name: str, graph: Tensor | None) -> None:
-        """Keep a frozen graph and its transpose as buffers (outside the state_dict)."""
-        pair = layers.transpose_pair(graph) if graph is not None else (None, None)
-        self.register_buffer(name, pair[0], persistent=False)
-        self.register_buffer(f"{name}_t", pair[1], persistent=False)
+            user_graph = graph.without_pad(graph.knn_graph(self.user_feat, p.knn_k))
+        self.register_graph("user_graph", user_graph)
+        # The band of each singular direction depends only on the shapes: computed once.
+        labels = [spectral.band_labels(n, d, p.num_freq_bands) for n in (n_users, n_items)]
+        self.register_buffer("band_labels", torch.stack(labels)[[0, 0, 1, 1]], persistent=False)
 
     # ------------------------------------------------------------------ forward
     def base_views(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -154,10 +136,8 @@ class FITMM(MultiModalRecommender):
         item_inputs = [self.item_embedding] + self.encode_features()
         x = torch.cat([self.preference, torch.cat(item_inputs, dim=1)])
         x = F.normalize(x.view(x.shape[0], n_blocks, self.dim), dim=-1).view(x.shape[0], -1)
-        total = x  # sum of layers 0..L; all blocks in one product per layer
-        for _ in range(self.params.num_layers):
-            x = layers.sparse_product(self.adj, self.adj_t, x)
-            total = total + x
+        # all blocks in one product per layer; sum of layers 0..L
+        total = graph.propagate(self.adj, x, self.params.num_layers, "sum", adj_t=self.adj_t)
         users, r_i = total.split([n_users, total.shape[0] - n_users])
         r_u = users.view(n_users, n_blocks, -1) * self.user_weights.unsqueeze(-1)
         h_u, h_i = self.preference, r_i
@@ -224,7 +204,9 @@ class FITMM(MultiModalRecommender):
         if p.num_freq_bands > 1:
             options = (p.svd_solver, p.svd_float64, p.svd_grad_guard)
             views = [r_u, h_u, r_i, h_i]
-            bases, labels = spectral.band_bases(views, self.dim, p.num_freq_bands, *options)
+            bases, labels = spectral.band_bases(
+                views, self.dim, p.num_freq_bands, *options, labels=self.band_labels
+            )
             user_bands, item_bands = Bands(bases[:2], labels[0]), Bands(bases[2:], labels[2])
         e_u, g_u = self.fuse(r_u, h_u, user_bands, self.user_gate)
         e_i, g_i = self.fuse(r_i, h_i, item_bands, self.item_gate)
@@ -282,9 +264,7 @@ class FITMM(MultiModalRecommender):
         """
         p = self.params
         out = self.forward()
-        users = interaction[self.USER_ID]
-        pos = interaction[self.ITEM_ID]
-        neg = interaction[self.NEG_ITEM_ID]
+        users, pos, neg = self.batch_ids(interaction)
         user_e = out.user_e[users]
         pos_scores = (user_e * out.item_e[pos]).sum(dim=-1)
         neg_scores = (user_e * out.item_e[neg]).sum(dim=-1)

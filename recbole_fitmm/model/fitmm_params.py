@@ -83,14 +83,34 @@ class FITMMParams(ModelParams):
     feature_mlp_dtype: str
     learning_rate: float
 
-    def validate(self) -> None:
-        """Range and choice checks (:class:`~recbole_fitmm.errors.ConfigError` on a bad value)."""
-        positive = ("embedding_size", "mlp_hidden_size", "knn_k", "n_mm_layers", "cl_temperature")
-        for name in (*positive, "learning_rate"):
-            check(getattr(self, name) > 0, "FITMM", f"{name} must be positive")
-        non_negative = ("ib_alpha", "ib_mu", "ib_phi_plus", "ib_weight", "reg_weight")
-        for name in (*non_negative, "num_layers", "svd_grad_guard"):
-            check(getattr(self, name) >= 0, "FITMM", f"{name} must be >= 0")
+    POSITIVE = (
+        "embedding_size",
+        "mlp_hidden_size",
+        "knn_k",
+        "n_mm_layers",
+        "cl_temperature",
+        "learning_rate",
+    )
+    NON_NEGATIVE = (
+        "ib_alpha",
+        "ib_mu",
+        "ib_phi_plus",
+        "ib_weight",
+        "reg_weight",
+        "num_layers",
+        "svd_grad_guard",
+    )
+    FRACTIONS = ("mm_image_weight",)
+    CHOICES = {
+        "ib_direction": layers.IB_DIRECTIONS,
+        "consistency": CONSISTENCIES,
+        "loss_type": layers.LOSS_TYPES,
+        "svd_solver": spectral.SOLVERS,
+        "feature_mlp_dtype": FEATURE_MLP_DTYPES,
+    }
+
+    def check_more(self) -> None:
+        """The number of bands and the explicit modality weights."""
         check(
             1 <= self.num_freq_bands <= self.embedding_size,
             "FITMM",
@@ -98,7 +118,6 @@ class FITMMParams(ModelParams):
             f"split the {self.embedding_size} singular values of a block), got "
             f"{self.num_freq_bands}",
         )
-        check(0.0 <= self.mm_image_weight <= 1.0, "FITMM", "mm_image_weight must be in [0, 1]")
         weights = self.modality_weights
         check(
             weights is None
@@ -112,16 +131,6 @@ class FITMMParams(ModelParams):
             f"modality_weights must be null or a list of weights >= 0 with a positive sum, "
             f"got {weights!r}",
         )
-        choices = {
-            "ib_direction": layers.IB_DIRECTIONS,
-            "consistency": CONSISTENCIES,
-            "loss_type": layers.LOSS_TYPES,
-            "svd_solver": spectral.SOLVERS,
-            "feature_mlp_dtype": FEATURE_MLP_DTYPES,
-        }
-        for name, allowed in choices.items():
-            value = getattr(self, name)
-            check(value in allowed, "FITMM", f"{name} must be one of {allowed}, got {value!r}")
 
 
 def item_graph_weights(params: FITMMParams, names: list[str]) -> list[float]:

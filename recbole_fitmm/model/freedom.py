@@ -31,19 +31,17 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recbole_fitmm.model.abstract import MultiModalRecommender
 from recbole_fitmm.model.graph import (
-    bipartite_adjacency,
     degree_sensitive_pruning,
     edge_degree_weights,
     modality_weights,
     multimodal_knn_graph,
     propagate,
 )
-from recbole_fitmm.model.layers import sparse_product, transpose_pair
+from recbole_fitmm.model.layers import bpr_loss, frozen_pair, pair_scores, sparse_product
 from recbole_fitmm.model.params import ModelParams, check
 
 
@@ -71,49 +69,30 @@ class FREEDOMParams(ModelParams):
     dropout: float
     reg_weight: float
 
-    def validate(self) -> None:
-        """Range checks (:class:`~recbole_fitmm.errors.ConfigError` on a bad value)."""
-        check(self.embedding_size > 0, "FREEDOM", "embedding_size must be positive")
+    POSITIVE = ("embedding_size", "knn_k")
+    NON_NEGATIVE = ("n_mm_layers", "n_ui_layers", "reg_weight")
+    FRACTIONS = ("mm_image_weight",)
+
+    def check_more(self) -> None:
+        """Projected features are scored against user embeddings; dropout stays below 1."""
         check(
             self.feat_embed_dim == self.embedding_size,
             "FREEDOM",
             "feat_embed_dim must equal embedding_size (projected features are scored against "
             "user embeddings)",
         )
-        check(self.knn_k > 0, "FREEDOM", "knn_k must be positive")
-        check(0.0 <= self.mm_image_weight <= 1.0, "FREEDOM", "mm_image_weight must be in [0, 1]")
-        check(self.n_mm_layers >= 0 and self.n_ui_layers >= 0, "FREEDOM", "layers must be >= 0")
-        check(0.0 <= self.dropout < 1.0, "FREEDOM", "dropout must be in [0, 1)")
-        check(self.reg_weight >= 0, "FREEDOM", "reg_weight must be >= 0")
-
-
-def bpr(user_e: Tensor, pos_e: Tensor, neg_e: Tensor) -> Tensor:
-    """Mean BPR loss ``-log σ(<u, p> - <u, n>)``.
-
-    Args:
-        user_e: User vectors [B, d].
-        pos_e: Positive item vectors [B, d].
-        neg_e: Negative item vectors [B, d].
-
-    Returns:
-        Scalar loss.
-    """
-    diff = (user_e * pos_e).sum(dim=1) - (user_e * neg_e).sum(dim=1)
-    return -F.logsigmoid(diff).mean()
+        check(self.dropout < 1.0 and self.dropout >= 0.0, "FREEDOM", "dropout must be in [0, 1)")
 
 
 class FREEDOM(MultiModalRecommender):
-    """FREEDOM with a frozen multimodal item graph and a pruned user–item graph.
+    """FREEDOM with a frozen multimodal item graph and a pruned user–item graph."""
 
-    Args:
-        config: RecBole ``Config`` holding :class:`FREEDOMParams`.
-        dataset: Training dataset with ``modal_feats``.
-    """
+    params_class = FREEDOMParams
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
-        self.params = p = FREEDOMParams.from_config(config, "FREEDOM")
-        pairs = np.unique(np.stack(self.train_edges(dataset)), axis=1)
+        p = self.params
+        pairs = np.unique(np.stack(self.register_user_item_graph(dataset)), axis=1)
         users, items = torch.from_numpy(pairs[0]), torch.from_numpy(pairs[1])
         self.register_buffer("edge_users", users, persistent=False)
         self.register_buffer("edge_items", items, persistent=False)
@@ -122,18 +101,10 @@ class FREEDOM(MultiModalRecommender):
             edge_degree_weights(users, items, self.n_users, self.n_items),
             persistent=False,
         )
-        self.register_buffer(
-            "norm_adj",
-            bipartite_adjacency(users, items, self.n_users, self.n_items),
-            persistent=False,
-        )
         names = list(self.modal_feats)
         weights = modality_weights(names, p.mm_image_weight)
         feats = [self.modal_feats[name].float() for name in names]
-        # the frozen kNN graph with its transpose: CSR products without re-transposing in backward
-        mm_adj = multimodal_knn_graph(feats, weights, p.knn_k)
-        for suffix, value in zip(("", "_t"), transpose_pair(mm_adj)):
-            self.register_buffer("mm_adj" + suffix, value, persistent=False)
+        self.register_graph("mm_adj", multimodal_knn_graph(feats, weights, p.knn_k))
         self.user_embedding = nn.Parameter(
             nn.init.xavier_uniform_(torch.empty(self.n_users, p.embedding_size))
         )
@@ -159,10 +130,11 @@ class FREEDOM(MultiModalRecommender):
         """The pruned user–item graph of the current training epoch (sampled on first use).
 
         Returns:
-            Sparse [n_users + n_items, n_users + n_items] normalised adjacency.
+            Sparse CSR [n_users + n_items, n_users + n_items] normalised adjacency, built on the
+            model's device.
         """
         if self._train_adj is None:
-            self._train_adj = degree_sensitive_pruning(
+            pruned = degree_sensitive_pruning(
                 self.edge_users,
                 self.edge_items,
                 self.n_users,
@@ -170,6 +142,7 @@ class FREEDOM(MultiModalRecommender):
                 self.params.dropout,
                 self.edge_weights,
             )
+            self._train_adj = frozen_pair(pruned, symmetric=True)[0]  # CSR, once per epoch
         return self._train_adj
 
     def forward(self, adj: Tensor) -> tuple[Tensor, Tensor]:
@@ -200,20 +173,14 @@ class FREEDOM(MultiModalRecommender):
     def calculate_loss(self, interaction: Any) -> Tensor:
         """BPR on the pruned graph plus ``reg_weight`` × the per-modality feature BPR terms.
 
-        Args:
-            interaction: Batch with ``USER_ID``, ``ITEM_ID`` and ``NEG_ITEM_ID`` of shape [B].
-
-        Returns:
-            Scalar loss.
+        The batch is pairwise and not modified; the loss is a scalar.
         """
-        users = interaction[self.USER_ID]
-        pos = interaction[self.ITEM_ID]
-        neg = interaction[self.NEG_ITEM_ID]
+        users, pos, neg = self.batch_ids(interaction)
         user_all, item_all = self.forward(self.pruned_adjacency())
         user_e = user_all[users]
-        loss = bpr(user_e, item_all[pos], item_all[neg])
+        loss = bpr_loss(*pair_scores(user_e, item_all[pos], item_all[neg]))
         modal = user_e.new_zeros(())
         for name, table in self.feat_tables.items():
             trs = self.feat_trs[name]
-            modal = modal + bpr(user_e, trs(table[pos]), trs(table[neg]))
+            modal = modal + bpr_loss(*pair_scores(user_e, trs(table[pos]), trs(table[neg])))
         return loss + self.params.reg_weight * modal

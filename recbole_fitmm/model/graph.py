@@ -31,30 +31,42 @@ def bipartite_adjacency(
     (user, item) pair becomes two undirected edges; duplicate pairs count once; no self loops.
 
     Args:
-        users: Int array [E] of user ids.
-        items: Int array [E] of item ids.
+        users: Int array or tensor [E] of user ids (a tensor's device is kept).
+        items: Int array or tensor [E] of item ids.
         n_users: Number of user ids (including PAD 0).
         n_items: Number of item ids (including PAD 0).
 
     Returns:
-        Sparse COO float32 tensor [n_users + n_items, n_users + n_items], coalesced.
+        Sparse COO float32 tensor [n_users + n_items, n_users + n_items], coalesced, on the ids'
+        device.
 
     Example:
         >>> adj = bipartite_adjacency(np.array([1, 1]), np.array([1, 2]), 2, 3)
         >>> adj.shape
         torch.Size([5, 5])
     """
-    users = torch.as_tensor(np.asarray(users), dtype=torch.int64)
-    items = torch.as_tensor(np.asarray(items), dtype=torch.int64)
-    pairs = torch.unique(torch.stack([users, items]), dim=1)
+    pairs = torch.unique(torch.stack([_index(users), _index(items)]), dim=1)
     rows = torch.cat([pairs[0], pairs[1] + n_users])
     cols = torch.cat([pairs[1] + n_users, pairs[0]])
     n = n_users + n_items
-    degree = torch.zeros(n).index_add_(0, rows, torch.ones(rows.numel()))
+    ones = torch.ones(rows.numel(), device=rows.device)
+    degree = torch.zeros(n, device=rows.device).index_add_(0, rows, ones)
     inv_sqrt = degree.pow(-0.5)
     inv_sqrt[degree == 0] = 0.0
     values = inv_sqrt[rows] * inv_sqrt[cols]
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n)).coalesce()
+    return _sparse(torch.stack([rows, cols]), values, (n, n))
+
+
+def _index(ids: np.ndarray | Tensor) -> Tensor:
+    """Ids as an int64 tensor, on the device they are on (numpy arrays: CPU)."""
+    if isinstance(ids, Tensor):
+        return ids.to(torch.int64)
+    return torch.as_tensor(np.asarray(ids), dtype=torch.int64)
+
+
+def _sparse(indices: Tensor, values: Tensor, shape: tuple[int, int]) -> Tensor:
+    """A coalesced COO tensor from indices known to be in range (invariant checks off, stated)."""
+    return torch.sparse_coo_tensor(indices, values, shape, check_invariants=False).coalesce()
 
 
 def propagate(
@@ -130,7 +142,20 @@ def knn_graph(features: Tensor, k: int, skip_pad: bool = True) -> Tensor:
     inv_sqrt = degree.pow(-0.5)
     inv_sqrt[degree == 0] = 0.0
     values = inv_sqrt[rows] * inv_sqrt[cols]
-    return torch.sparse_coo_tensor(torch.stack([rows, cols]), values, (n, n)).coalesce()
+    return _sparse(torch.stack([rows, cols]), values, (n, n))
+
+
+def without_pad(matrix: Tensor) -> Tensor:
+    """Drop row and column 0 (PAD, no entries) of a sparse COO matrix.
+
+    Args:
+        matrix: Coalesced sparse [n, n] with an empty row and column 0.
+
+    Returns:
+        Sparse COO [n - 1, n - 1]: entry (i, j) of the result is entry (i + 1, j + 1).
+    """
+    n = matrix.shape[0] - 1
+    return _sparse(matrix.indices() - 1, matrix.values(), (n, n))
 
 
 def weighted_sum(graphs: Sequence[Tensor], weights: Sequence[float]) -> Tensor:
@@ -191,7 +216,7 @@ def interaction_matrix(
     if row_normalise:
         degree = torch.zeros(n_users).index_add_(0, pairs[0], values)
         values = values / degree[pairs[0]]
-    return torch.sparse_coo_tensor(pairs, values, (n_users, n_items)).coalesce()
+    return _sparse(pairs, values, (n_users, n_items))
 
 
 def edge_degree_weights(users: Tensor, items: Tensor, n_users: int, n_items: int) -> Tensor:
@@ -248,7 +273,7 @@ def degree_sensitive_pruning(
     if not 0.0 <= drop_ratio < 1.0:
         raise ValueError(f"drop_ratio must be in [0, 1), got {drop_ratio}")
     if drop_ratio == 0.0:
-        return bipartite_adjacency(users.cpu(), items.cpu(), n_users, n_items).to(users.device)
+        return bipartite_adjacency(users, items, n_users, n_items)
     if weights is None:
         weights = edge_degree_weights(users, items, n_users, n_items)
     n_keep = max(1, int(users.numel() * (1.0 - drop_ratio)))
@@ -258,9 +283,7 @@ def degree_sensitive_pruning(
     rows = torch.cat([kept_users, kept_items + n_users])
     cols = torch.cat([kept_items + n_users, kept_users])
     n = n_users + n_items
-    return torch.sparse_coo_tensor(
-        torch.stack([rows, cols]), torch.cat([values, values]), (n, n)
-    ).coalesce()
+    return _sparse(torch.stack([rows, cols]), torch.cat([values, values]), (n, n))
 
 
 def modality_weights(names: Sequence[str], image_weight: float) -> list[float]:
@@ -362,4 +385,4 @@ def user_cooccurrence_graph(
         cols_out.append(top[valid])
         vals_out.append(weights[valid])
     indices = torch.stack([torch.cat(rows_out), torch.cat(cols_out)])
-    return torch.sparse_coo_tensor(indices, torch.cat(vals_out), (n_users, n_users)).coalesce()
+    return _sparse(indices, torch.cat(vals_out), (n_users, n_users))

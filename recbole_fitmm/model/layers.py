@@ -1,6 +1,8 @@
 """FITMM's RecBole-free building blocks besides the band split (``fitmm_method.md`` §2–§3).
 
-* :func:`sparse_product` — products with a frozen sparse graph whose transpose is precomputed.
+* :func:`frozen_pair` / :func:`sparse_product` — products with a frozen CSR graph and its
+  precomputed transpose; :func:`autocast_float32` declares custom autograd functions for autocast.
+* :func:`pair_scores` / :func:`bpr_loss` — the BPR loss every BPR-trained model uses.
 * :func:`feature_mlp` — the two-layer modality encoder (§2.2).
 * :class:`BandGate` — the residual task-adaptive gate and the global band weights (§2.8).
 * :func:`ib_surrogate` — the frequency-domain IB surrogate on gate excesses (§3.2).
@@ -12,6 +14,7 @@ The SVD band split itself lives in :mod:`recbole_fitmm.model.spectral`.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -32,48 +35,109 @@ IB_DIRECTIONS = ("Pos", "Dual")
 LOSS_TYPES = ("bce", "bpr")
 
 
+def autocast_float32(function: type[torch.autograd.Function]) -> type[torch.autograd.Function]:
+    """Declare a custom autograd function for autocast: it runs in float32 on CPU and CUDA.
+
+    Under ``torch.autocast`` (RecBole's ``enable_amp``) floating inputs are cast to float32 and
+    the forward runs with autocast off (``torch.amp.custom_fwd``); the backward runs under the
+    forward's autocast state (``torch.amp.custom_bwd``). For the sparse products (no bfloat16 CSR
+    kernel on CPU), the Gram band split (float64 inside) and LGMRec's sum of exponentials (float16
+    overflows past 65504).
+
+    Args:
+        function: A ``torch.autograd.Function`` subclass.
+
+    Returns:
+        The same class, its ``forward``/``backward`` wrapped for both device types.
+    """
+    forward, backward = function.forward, function.backward
+    for device in ("cpu", "cuda"):
+        forward = torch.amp.custom_fwd(forward, device_type=device, cast_inputs=torch.float32)
+        backward = torch.amp.custom_bwd(backward, device_type=device)
+    function.forward = staticmethod(forward)  # type: ignore[method-assign]
+    function.backward = staticmethod(backward)  # type: ignore[method-assign]
+    return function
+
+
+@autocast_float32
 class _FrozenProduct(torch.autograd.Function):
-    """``A @ x`` for a constant sparse ``A`` whose transpose is known (no re-transposition)."""
+    """``A @ x`` for a constant CSR matrix ``A`` whose CSR transpose is known."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, matrix: Tensor, matrix_t: Tensor) -> Tensor:
         ctx.matrix_t = matrix_t
-        return matrix.to_sparse_csr() @ x
+        return matrix @ x
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None]:
-        return ctx.matrix_t.to_sparse_csr() @ grad, None, None
+        return ctx.matrix_t @ grad, None, None
 
 
-def transpose_pair(matrix: Tensor) -> tuple[Tensor, Tensor]:
-    """A frozen sparse matrix and its transpose, both coalesced COO, for :func:`sparse_product`.
+def frozen_pair(matrix: Tensor, symmetric: bool = False) -> tuple[Tensor, Tensor]:
+    """A frozen sparse matrix and its transpose in CSR layout, for :func:`sparse_product`.
+
+    Converted once (at model construction, or once per epoch for FREEDOM's sampled graph), so no
+    forward or backward pass re-converts or re-transposes a graph.
 
     Args:
-        matrix: Sparse COO [n, m].
+        matrix: Sparse COO (or CSR) [n, m].
+        symmetric: ``matrix`` equals its transpose; the same tensor is returned twice.
 
     Returns:
-        ``(A, Aᵀ)`` of shapes [n, m] and [m, n].
+        ``(A, Aᵀ)`` as sparse CSR tensors of shapes [n, m] and [m, n].
     """
-    return matrix.coalesce(), matrix.t().coalesce()
+    with warnings.catch_warnings():
+        # torch marks CSR support as beta on every conversion; the products used here are stable.
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        csr = matrix.to_sparse_csr() if matrix.layout != torch.sparse_csr else matrix
+        if symmetric:
+            return csr, csr
+        return csr, matrix.to_sparse_coo().t().coalesce().to_sparse_csr()
 
 
 def sparse_product(matrix: Tensor, matrix_t: Tensor, x: Tensor) -> Tensor:
     """``A @ x`` with a gradient for ``x`` only, computed as ``Aᵀ @ grad``.
 
     ``torch.sparse.mm`` on a COO matrix re-transposes and re-sorts ``A`` in every backward (4×
-    the forward's time on Baby's graph); here the transpose is built once (:func:`transpose_pair`)
-    and both products run in CSR layout (converting a coalesced COO matrix costs ~1% of a product).
-    COO storage keeps the buffers movable and deep-copyable.
+    the forward's time on Baby's graph); here both products run on CSR matrices built once
+    (:func:`frozen_pair`). In float32 under autocast (:func:`autocast_float32`).
 
     Args:
-        matrix: Coalesced sparse COO [n, m].
-        matrix_t: Its transpose, coalesced COO [m, n].
+        matrix: Sparse CSR [n, m].
+        matrix_t: Its transpose, sparse CSR [m, n].
         x: Dense [m, c].
 
     Returns:
-        Dense [n, c].
+        Dense [n, c], float32.
     """
     return _FrozenProduct.apply(x, matrix, matrix_t)
+
+
+def pair_scores(user_e: Tensor, pos_e: Tensor, neg_e: Tensor) -> tuple[Tensor, Tensor]:
+    """Dot-product scores of (user, positive) and (user, negative) pairs.
+
+    Args:
+        user_e: User vectors [B, d].
+        pos_e: Positive item vectors [B, d].
+        neg_e: Negative item vectors [B, d].
+
+    Returns:
+        ``(pos_scores [B], neg_scores [B])``.
+    """
+    return (user_e * pos_e).sum(dim=1), (user_e * neg_e).sum(dim=1)
+
+
+def bpr_loss(pos_scores: Tensor, neg_scores: Tensor) -> Tensor:
+    """Mean BPR loss ``−log σ(s⁺ − s⁻)`` (natural log) over a batch.
+
+    Args:
+        pos_scores: Scores of the positive pairs, [B].
+        neg_scores: Scores of the sampled negatives, [B].
+
+    Returns:
+        Scalar loss.
+    """
+    return -F.logsigmoid(pos_scores - neg_scores).mean()
 
 
 def feature_mlp(in_dim: int, hidden: int, out_dim: int) -> nn.Sequential:
@@ -187,15 +251,12 @@ def _spread(x: Tensor, weights: Tensor, tau: float) -> Tensor:
     similarity: with ``L = log_softmax(x xᵀ / τ + log w)`` (``log w`` added to every row), it is
     ``wᵀ L w / W² − Σ_b w_b log w_b / W``.
     """
-    logits = x @ x.T / tau
-    repeated = not bool((weights == 1).all())
-    if repeated:
-        logits = logits + weights.log()
+    # log w = 0 for rows that occur once: adding it changes no bit, and no host check is needed.
+    log_weights = weights.log()
+    logits = x @ x.T / tau + log_weights
     total = weights.sum()
     value = weights @ F.log_softmax(logits, dim=-1) @ weights / total**2
-    if repeated:
-        value = value - (weights * weights.log()).sum() / total
-    return value
+    return value - (weights * log_weights).sum() / total
 
 
 def _weights(bands: Tensor, counts: Tensor | None) -> Tensor:
@@ -314,5 +375,5 @@ def recommendation_loss(pos_scores: Tensor, neg_scores: Tensor, loss_type: str =
         labels = torch.cat([torch.ones_like(pos_scores), torch.zeros_like(neg_scores)])
         return F.binary_cross_entropy_with_logits(scores, labels)
     if loss_type == "bpr":
-        return F.softplus(neg_scores - pos_scores).mean()
+        return bpr_loss(pos_scores, neg_scores)
     raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got {loss_type!r}")

@@ -47,8 +47,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recbole_fitmm.model.abstract import MultiModalRecommender
-from recbole_fitmm.model.graph import bipartite_adjacency, interaction_matrix, propagate
-from recbole_fitmm.model.layers import sparse_product, transpose_pair
+from recbole_fitmm.model.graph import interaction_matrix, propagate
+from recbole_fitmm.model.layers import autocast_float32, bpr_loss, pair_scores, sparse_product
 from recbole_fitmm.model.params import ModelParams, check
 
 #: Temperature of the hyperedge softmax and of the contrastive loss (hard-coded in the release).
@@ -90,25 +90,18 @@ class LGMRecParams(ModelParams):
     reg_weight: float
     user_hyperedges: str
 
-    def validate(self) -> None:
-        """Range checks (:class:`~recbole_fitmm.errors.ConfigError` on a bad value)."""
-        check(self.embedding_size > 0, "LGMRec", "embedding_size must be positive")
+    POSITIVE = ("embedding_size", "n_hyper_layer", "hyper_num")
+    NON_NEGATIVE = ("n_ui_layers", "n_mm_layers", "alpha", "cl_weight", "reg_weight")
+    CHOICES = {"cf_model": CF_MODELS, "user_hyperedges": USER_HYPEREDGES}
+
+    def check_more(self) -> None:
+        """Modality and ID embeddings are added; some units must survive the dropout."""
         check(
             self.feat_embed_dim == self.embedding_size,
             "LGMRec",
             "feat_embed_dim must equal embedding_size (modality and ID embeddings are added)",
         )
-        check(self.cf_model in CF_MODELS, "LGMRec", f"cf_model must be one of {CF_MODELS}")
-        check(self.n_ui_layers >= 0 and self.n_mm_layers >= 0, "LGMRec", "layers must be >= 0")
-        check(self.n_hyper_layer >= 1, "LGMRec", "n_hyper_layer must be >= 1")
-        check(self.hyper_num >= 1, "LGMRec", "hyper_num must be >= 1")
         check(0.0 < self.keep_rate <= 1.0, "LGMRec", "keep_rate must be in (0, 1]")
-        check(min(self.alpha, self.cl_weight, self.reg_weight) >= 0, "LGMRec", "weights >= 0")
-        check(
-            self.user_hyperedges in USER_HYPEREDGES,
-            "LGMRec",
-            f"user_hyperedges must be one of {USER_HYPEREDGES}, got {self.user_hyperedges!r}",
-        )
 
 
 def hypergraph_conv(
@@ -133,6 +126,7 @@ def hypergraph_conv(
     return user_out, item_e
 
 
+@autocast_float32
 class _BoundedLogSumExp(torch.autograd.Function):
     """Row-wise ``log Σ_n exp(a_b · c_n)`` for scores bounded by 1/τ, as the release computes it.
 
@@ -183,25 +177,17 @@ def infonce(anchor: Tensor, positive: Tensor, candidates: Tensor) -> Tensor:
 
 
 class LGMRec(MultiModalRecommender):
-    """LGMRec with deterministic (noise-free) evaluation.
+    """LGMRec with deterministic (noise-free) evaluation."""
 
-    Args:
-        config: RecBole ``Config`` holding :class:`LGMRecParams`.
-        dataset: Training dataset with ``modal_feats``.
-    """
+    params_class = LGMRecParams
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
-        self.params = p = LGMRecParams.from_config(config, "LGMRec")
-        users, items = self.train_edges(dataset)
-        self.register_buffer(
-            "norm_adj", bipartite_adjacency(users, items, self.n_users, self.n_items), False
-        )
-        # frozen sparse products in CSR layout with stored transposes (norm_adj is symmetric)
+        p = self.params
+        users, items = self.register_user_item_graph(dataset)
         for name, normalise in (("inter", False), ("inter_mean", True)):
             matrix = interaction_matrix(users, items, self.n_users, self.n_items, normalise)
-            for suffix, value in zip(("", "_t"), transpose_pair(matrix)):
-                self.register_buffer(name + suffix, value, persistent=False)
+            self.register_graph(name, matrix)
         self.user_embedding = nn.Parameter(
             nn.init.xavier_uniform_(torch.empty(self.n_users, p.embedding_size))
         )
@@ -308,19 +294,12 @@ class LGMRec(MultiModalRecommender):
     def calculate_loss(self, interaction: Any) -> Tensor:
         """BPR + ``cl_weight`` × hypergraph contrastive loss + ``reg_weight`` × L2 norms.
 
-        Args:
-            interaction: Batch with ``USER_ID``, ``ITEM_ID`` and ``NEG_ITEM_ID`` of shape [B].
-
-        Returns:
-            Scalar loss.
+        The batch is pairwise and not modified; the loss is a scalar.
         """
-        users = interaction[self.USER_ID]
-        pos = interaction[self.ITEM_ID]
-        neg = interaction[self.NEG_ITEM_ID]
+        users, pos, neg = self.batch_ids(interaction)
         user_all, item_all, hyper_embs = self._forward()
         user_e, pos_e, neg_e = user_all[users], item_all[pos], item_all[neg]
-        diff = (user_e * pos_e).sum(dim=1) - (user_e * neg_e).sum(dim=1)
-        loss = -F.logsigmoid(diff).mean()
+        loss = bpr_loss(*pair_scores(user_e, pos_e, neg_e))
         contrast = user_e.new_zeros(())
         for (user_a, item_a), (user_b, item_b) in combinations(hyper_embs, 2):
             contrast = contrast + infonce(user_a[users], user_b[users], user_b)

@@ -9,7 +9,7 @@ value of the wrong type fails at construction with a message naming the key.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from recbole_fitmm.errors import ConfigError
 
@@ -18,7 +18,17 @@ P = TypeVar("P", bound="ModelParams")
 
 @dataclasses.dataclass(frozen=True)
 class ModelParams:
-    """Base of the per-model hyperparameter dataclasses (fields are declared by subclasses)."""
+    """Base of the per-model hyperparameter dataclasses (fields are declared by subclasses).
+
+    Range checks are declared: the fields named in ``POSITIVE`` must be > 0, in ``NON_NEGATIVE``
+    >= 0, in ``FRACTIONS`` in [0, 1], and ``CHOICES`` maps a field to its allowed values;
+    :meth:`check_more` adds what does not fit these forms.
+    """
+
+    POSITIVE: ClassVar[tuple[str, ...]] = ()
+    NON_NEGATIVE: ClassVar[tuple[str, ...]] = ()
+    FRACTIONS: ClassVar[tuple[str, ...]] = ()
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     @classmethod
     def from_config(cls: type[P], config: Any, model: str = "") -> P:
@@ -48,8 +58,31 @@ class ModelParams:
     def __post_init__(self) -> None:
         self.validate()
 
+    @classmethod
+    def model_name(cls) -> str:
+        """The model's name (the class name without ``Params``), for messages."""
+        return cls.__name__.removesuffix("Params")
+
     def validate(self) -> None:
-        """Range checks; subclasses raise :class:`ConfigError` on bad values."""
+        """The declared range checks, then :meth:`check_more`.
+
+        Raises:
+            ConfigError: A value is out of range, naming the key.
+        """
+        model = self.model_name()
+        for name in self.POSITIVE:
+            check(getattr(self, name) > 0, model, f"{name} must be positive")
+        for name in self.NON_NEGATIVE:
+            check(getattr(self, name) >= 0, model, f"{name} must be >= 0")
+        for name in self.FRACTIONS:
+            check(0.0 <= getattr(self, name) <= 1.0, model, f"{name} must be in [0, 1]")
+        for name, allowed in self.CHOICES.items():
+            value = getattr(self, name)
+            check(value in allowed, model, f"{name} must be one of {allowed}, got {value!r}")
+        self.check_more()
+
+    def check_more(self) -> None:
+        """Checks beyond the declared ranges; subclasses raise :class:`ConfigError`."""
 
 
 def _coerce(model: str, name: str, value: Any, type_name: str) -> Any:

@@ -23,13 +23,14 @@ Solvers for ``V``:
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from recbole_fitmm.model.layers import autocast_float32
 
 SOLVERS = ("gram", "svd")
 
@@ -75,50 +76,43 @@ def band_labels(
     return torch.tensor(labels, dtype=torch.int64, device=device)
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run a tiny LAPACK call on one CPU thread.
-
-    A batched 64×64 eigendecomposition takes ~1 ms on one thread but ~1 s when its OpenMP
-    barriers wait for cores that other processes hold (measured on a shared 2-core machine).
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
+@autocast_float32
 class _GramBases(torch.autograd.Function):
-    """Right singular vectors of blocks [b, N, d] from their Gram matrices (module docstring)."""
+    """Right singular vectors of m blocks [B, N_i, d] from their Gram matrices (module docstring).
+
+    The m·B Gram matrices are decomposed by one batched ``torch.linalg.eigh`` call.
+    """
 
     @staticmethod
-    def forward(ctx: Any, blocks: Tensor, labels: Tensor, guard: float, float64: bool) -> Tensor:
-        work = blocks.double() if float64 else blocks
-        with _one_thread():
-            eigvals, eigvecs = torch.linalg.eigh(work.mT @ work)
+    def forward(ctx: Any, labels: Tensor, guard: float, float64: bool, *blocks: Tensor) -> Tensor:
+        work = [block.double() if float64 else block for block in blocks]
+        grams = torch.stack([block.mT @ block for block in work])  # [m, B, d, d]
+        eigvals, eigvecs = torch.linalg.eigh(grams)
         eigvals, eigvecs = eigvals.flip(-1), eigvecs.flip(-1)  # decreasing
-        ctx.save_for_backward(blocks, eigvals, eigvecs, labels)
+        ctx.save_for_backward(eigvals, eigvecs, labels, *blocks)
         ctx.guard = guard
-        return eigvecs.to(blocks.dtype)
+        return eigvecs.to(blocks[0].dtype)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None, None, None]:
-        blocks, eigvals, eigvecs, labels = ctx.saved_tensors
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        eigvals, eigvecs, labels, *blocks = ctx.saved_tensors
         # dV = V (F ∘ Vᵀ dG V) with F_ij = 1 / (λ_j − λ_i): keep cross-band pairs only.
         rotated = eigvecs.mT @ grad.to(eigvecs.dtype)
         gap = eigvals.unsqueeze(-2) - eigvals.unsqueeze(-1)  # [i, j] = λ_j − λ_i
         if ctx.guard > 0:
-            eps = ctx.guard * eigvals[:, :1].clamp_min(1e-30).unsqueeze(-1)
+            eps = ctx.guard * eigvals[..., :1].clamp_min(1e-30).unsqueeze(-1)
             inverse = gap / (gap * gap + eps * eps)
         else:
             inverse = 1.0 / gap
-        cross = labels.unsqueeze(-1) != labels.unsqueeze(-2)
+        cross = (labels.unsqueeze(-1) != labels.unsqueeze(-2))[:, None]  # [m, 1, d, d]
         weights = torch.where(cross, inverse * rotated, torch.zeros_like(rotated))
         grad_gram = eigvecs @ weights @ eigvecs.mT
-        grad_gram = (grad_gram + grad_gram.mT).to(blocks.dtype)  # d(XᵀX) = dXᵀX + XᵀdX
-        return blocks @ grad_gram, None, None, None
+        grad_gram = grad_gram + grad_gram.mT  # d(XᵀX) = dXᵀX + XᵀdX
+        grads = tuple(
+            block @ grad_gram[i].to(block.dtype) if ctx.needs_input_grad[3 + i] else None
+            for i, block in enumerate(blocks)
+        )
+        return (None, None, None, *grads)
 
 
 def band_bases(
@@ -128,6 +122,7 @@ def band_bases(
     solver: str = "gram",
     float64: bool = True,
     grad_guard: float = 1e-8,
+    labels: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Right singular vectors of every d-column block, and the band of each direction.
 
@@ -138,6 +133,8 @@ def band_bases(
         solver: ``gram`` or ``svd`` (module docstring).
         float64: Run the decomposition (Gram matrices included) in float64.
         grad_guard: Relative Lorentzian width of the ``gram`` backward.
+        labels: The bands of the directions, [m, d] (:func:`band_labels` of each matrix), when
+            the caller keeps them (they depend only on the shapes); computed otherwise.
 
     Returns:
         ``(V, labels)``: V [m, B, d, d] in the matrices' dtype, column r of ``V[i, b]`` the r-th
@@ -148,20 +145,19 @@ def band_bases(
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     if len({x.shape[1] for x in matrices}) != 1 or matrices[0].shape[1] % block:
         raise ValueError(f"matrices need the same number of columns, a multiple of {block}")
-    bases, labels = [], []
-    for x in matrices:
-        blocks = x.reshape(x.shape[0], -1, block).transpose(0, 1)  # [B, N, d] view
-        label = band_labels(x.shape[0], block, num_bands, x.device)
-        if solver == "gram":
-            bases.append(_GramBases.apply(blocks, label, grad_guard, float64))
-        else:
-            work = blocks.double() if float64 else blocks
-            with _one_thread():
-                vh = torch.linalg.svd(work, full_matrices=False)[2]
-            vectors = F.pad(vh.mT, (0, block - vh.shape[-2])).to(x.dtype)  # [B, d, d]
-            bases.append(vectors)
-        labels.append(label)
-    return torch.stack(bases), torch.stack(labels)
+    if labels is None:
+        labels = torch.stack(
+            [band_labels(x.shape[0], block, num_bands, x.device) for x in matrices]
+        )
+    blocks = [x.reshape(x.shape[0], -1, block).transpose(0, 1) for x in matrices]  # [B, N, d]
+    if solver == "gram":
+        return _GramBases.apply(labels, grad_guard, float64, *blocks), labels
+    bases = []
+    for blocks_i in blocks:
+        work = blocks_i.double() if float64 else blocks_i
+        vh = torch.linalg.svd(work, full_matrices=False)[2]
+        bases.append(F.pad(vh.mT, (0, block - vh.shape[-2])).to(blocks_i.dtype))  # [B, d, d]
+    return torch.stack(bases), labels
 
 
 def _band_masks(labels: Tensor, num_bands: int, dtype: torch.dtype) -> Tensor:

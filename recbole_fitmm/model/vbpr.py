@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from recbole_fitmm.model.abstract import MultiModalRecommender
-from recbole_fitmm.model.params import ModelParams, check
+from recbole_fitmm.model.params import ModelParams
 
 
 @dataclass(frozen=True)
@@ -36,23 +36,17 @@ class VBPRParams(ModelParams):
     embedding_size: int
     reg_weight: float
 
-    def validate(self) -> None:
-        """Range checks (:class:`~recbole_fitmm.errors.ConfigError` on a bad value)."""
-        check(self.embedding_size > 0, "VBPR", "embedding_size must be positive")
-        check(self.reg_weight >= 0, "VBPR", "reg_weight must be >= 0")
+    POSITIVE = ("embedding_size",)
+    NON_NEGATIVE = ("reg_weight",)
 
 
 class VBPR(MultiModalRecommender):
-    """Visual BPR over any number of concatenated item feature modalities.
+    """Visual BPR over any number of concatenated item feature modalities."""
 
-    Args:
-        config: RecBole ``Config`` holding :class:`VBPRParams`.
-        dataset: Training dataset with ``modal_feats``.
-    """
+    params_class = VBPRParams
 
     def __init__(self, config: Any, dataset: Any) -> None:
         super().__init__(config, dataset)
-        self.params = VBPRParams.from_config(config, "VBPR")
         d = self.params.embedding_size
         raw = torch.cat([feat.float() for feat in self.modal_feats.values()], dim=1)
         self.register_buffer("item_raw_features", raw, persistent=False)
@@ -87,11 +81,7 @@ class VBPR(MultiModalRecommender):
     def calculate_loss(self, interaction: Any) -> Tensor:
         """BPR loss plus the L2-norm regulariser of the batch's embeddings.
 
-        Args:
-            interaction: Batch with ``USER_ID``, ``ITEM_ID`` and ``NEG_ITEM_ID`` of shape [B].
-
-        Returns:
-            Scalar loss.
+        The batch is pairwise and not modified; the loss is a scalar.
         """
         users = interaction[self.USER_ID]
         user_e = self.u_embedding[users]
