@@ -264,6 +264,9 @@ class CheckpointMixin:
         self, train_data: Any, epoch_idx: int, loss_func: Any = None, show_progress: bool = False
     ) -> Any:
         self._epoch = epoch_idx
+        start_epoch = getattr(self.model, "on_epoch_start", None)  # epoch-dependent schedules
+        if start_epoch is not None:
+            start_epoch(epoch_idx)
         loss = super()._train_epoch(  # type: ignore[misc]
             train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
         )

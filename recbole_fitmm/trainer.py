@@ -118,8 +118,9 @@ class FITMMTrainer(Trainer):
 
     FITMM trains the raw feature tables (7050 × 4096 floats for Baby's images); RecBole's default
     Adam updates them tensor by tensor with a chain of elementwise kernels, about 9× slower on CPU
-    than ``torch.optim.Adam(fused=True)``, which computes the same update. Other optimisers and
-    devices without a fused Adam fall back to RecBole's choice.
+    than ``torch.optim.Adam(fused=True)``, which computes the same update. The model's
+    ``optimizer_groups`` give the feature tables their own learning rate (``feature_lr_scale``).
+    Other optimisers and devices without a fused Adam fall back to RecBole's choice.
     """
 
     def _build_optimizer(self, **kwargs: Any) -> torch.optim.Optimizer:
@@ -128,11 +129,13 @@ class FITMMTrainer(Trainer):
         fusable = all(param.device.type in ("cpu", "cuda") for param in params)
         if learner.lower() != "adam" or not fusable:
             return super()._build_optimizer(params=params, **kwargs)
+        lr = kwargs.get("learning_rate", self.learning_rate)
+        groups = [
+            {"params": group["params"], "lr": lr * group["lr_scale"]}
+            for group in self.model.optimizer_groups()
+        ]
         return torch.optim.Adam(
-            params,
-            lr=kwargs.get("learning_rate", self.learning_rate),
-            weight_decay=kwargs.get("weight_decay", self.weight_decay),
-            fused=True,
+            groups, lr=lr, weight_decay=kwargs.get("weight_decay", self.weight_decay), fused=True
         )
 
 

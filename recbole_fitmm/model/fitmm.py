@@ -91,7 +91,11 @@ class FITMM(MultiModalRecommender):
         for b in range(self.n_blocks):
             nn.init.xavier_normal_(self.preference.data[:, b * d : (b + 1) * d])
         self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, d)))
-        feats = [self.modal_feats[name][1:].float() for name in self.modalities]
+        feats = [
+            layers.preprocess_features(self.modal_feats[name][1:].float(), p.feature_preprocess)
+            for name in self.modalities
+        ]
+        self._initial_tables = feats  # for the drift diagnostic; the release's are modal_feats
         self.feature_tables = nn.ParameterList(
             nn.Parameter(f.clone(), requires_grad=p.train_features) for f in feats
         )
@@ -100,15 +104,26 @@ class FITMM(MultiModalRecommender):
         )
         user_weights = nn.init.xavier_normal_(torch.empty(n_users, self.n_blocks, 1))
         self.user_weights = nn.Parameter(F.softmax(user_weights.squeeze(-1), dim=1))
-        self.user_gate = layers.BandGate(width, p.num_freq_bands, p.ib_direction, p.use_gate)
-        self.item_gate = layers.BandGate(width, p.num_freq_bands, p.ib_direction, p.use_gate)
+        gate = (width, p.num_freq_bands, p.ib_direction, p.use_gate, p.gate_normalise)
+        self.user_gate = layers.BandGate(*gate)
+        self.item_gate = layers.BandGate(*gate)
 
         inter = dataset.inter_matrix(form="coo")
-        adj = graph.bipartite_adjacency(inter.row - 1, inter.col - 1, n_users, n_items)
+        edges = torch.as_tensor(inter.row - 1), torch.as_tensor(inter.col - 1)
+        adj = graph.bipartite_adjacency(*edges, n_users, n_items)
         self.register_graph("adj", adj, symmetric=True)
+        self.personal = None
+        if p.personal_bands != "none":
+            activity = torch.bincount(edges[0], minlength=n_users)
+            self.personal = layers.PersonalBands(p.personal_bands, activity, p.num_freq_bands)
+        if p.edge_dropout > 0:  # distinct training edges, for the per-epoch sample
+            pairs = torch.unique(torch.stack(edges), dim=1)
+            self.register_buffer("edge_pairs", pairs, persistent=False)
+        self._epoch_adj: Tensor | None = None
+        self._epoch = 0
         item_graph = None
         if p.use_item_graph:
-            full = [self.modal_feats[name] for name in self.modalities]  # PAD row 0 unlinked
+            full = [torch.cat([f.new_zeros(1, f.shape[1]), f]) for f in feats]  # PAD unlinked
             weights = item_graph_weights(p, self.modalities)
             item_graph = graph.without_pad(graph.multimodal_knn_graph(full, weights, p.knn_k))
         self.register_graph("item_graph", item_graph)
@@ -137,7 +152,8 @@ class FITMM(MultiModalRecommender):
         x = torch.cat([self.preference, torch.cat(item_inputs, dim=1)])
         x = F.normalize(x.view(x.shape[0], n_blocks, self.dim), dim=-1).view(x.shape[0], -1)
         # all blocks in one product per layer; sum of layers 0..L
-        total = graph.propagate(self.adj, x, self.params.num_layers, "sum", adj_t=self.adj_t)
+        adj = self.training_adjacency() if self.training else self.adj
+        total = graph.propagate(adj, x, self.params.num_layers, "sum", adj_t=adj)
         users, r_i = total.split([n_users, total.shape[0] - n_users])
         r_u = users.view(n_users, n_blocks, -1) * self.user_weights.unsqueeze(-1)
         h_u, h_i = self.preference, r_i
@@ -147,6 +163,53 @@ class FITMM(MultiModalRecommender):
             if self.item_graph is not None:
                 h_i = layers.sparse_product(self.item_graph, self.item_graph_t, h_i)
         return r_u.view(n_users, -1), h_u, r_i, h_i
+
+    def training_adjacency(self) -> Tensor:
+        """The user–item graph of this training epoch: the full graph, or with ``edge_dropout``
+        FREEDOM's degree-sensitive sample of the edges, drawn once per epoch (symmetric CSR)."""
+        if self.params.edge_dropout <= 0:
+            return self.adj
+        if self._epoch_adj is None:
+            n_users, n_items = self.preference.shape[0], self.item_embedding.shape[0]
+            users, items = self.edge_pairs
+            sample = graph.degree_sensitive_pruning(
+                users, items, n_users, n_items, self.params.edge_dropout
+            )
+            self._epoch_adj = layers.frozen_pair(sample, symmetric=True)[0]
+        return self._epoch_adj
+
+    def train(self, mode: bool = True) -> FITMM:
+        """Switch mode; a new training epoch draws a new edge sample (``edge_dropout``)."""
+        if mode:
+            self._epoch_adj = None
+        return super().train(mode)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the trainer before each training epoch (the IB warm-up reads it)."""
+        self._epoch = epoch
+
+    def ib_scale(self) -> float:
+        """The IB weight's factor, ``min(1, epoch / ib_warmup_epochs)`` (release: always 1)."""
+        warmup = self.params.ib_warmup_epochs
+        return 1.0 if warmup <= 0 else min(1.0, self._epoch / warmup)
+
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups for the optimiser: the raw feature tables get ``feature_lr_scale``.
+
+        Returns:
+            ``[{"params": [...], "lr_scale": 1.0}, {"params": tables, "lr_scale": s}]`` (one group
+            when the scale is 1).
+        """
+        tables = {id(t) for t in self.feature_tables}
+        rest = [q for q in self.parameters() if id(q) not in tables]
+        groups = [{"params": rest, "lr_scale": 1.0}]
+        if self.params.feature_lr_scale == 1.0:
+            groups[0]["params"] = list(self.parameters())
+        else:
+            groups.append(
+                {"params": list(self.feature_tables), "lr_scale": self.params.feature_lr_scale}
+            )
+        return groups
 
     def encode_features(self) -> list[Tensor]:
         """The feature MLPs over every real item's (trainable) raw features (§2.2).
@@ -174,7 +237,10 @@ class FITMM(MultiModalRecommender):
         Returns:
             ``(e [N, D], gates [N, M])``, ``e = Σ_k β_k g_k Z^(k)``.
         """
-        coef, gates = gate(base)
+        offsets = self.personal() if gate is self.user_gate and self.personal is not None else None
+        coef, gates = gate(base, offsets)
+        if self.training:
+            coef = layers.band_dropout(coef, self.params.band_dropout)
         if bands is None:
             return (base + aux) * coef, gates
         return spectral.fused_bands(base, aux, bands.bases, bands.labels, coef), gates
@@ -237,11 +303,8 @@ class FITMM(MultiModalRecommender):
             "norm_item": float(item_e[1:].norm(dim=1).mean()),
             "modality_weights": self.user_weights.mean(0).tolist(),
             "feature_drift": [
-                float(
-                    (table - self.modal_feats[name][1:].to(table)).norm()
-                    / table.new_tensor(float(self.modal_feats[name][1:].norm())).clamp_min(1e-12)
-                )
-                for name, table in zip(self.modalities, self.feature_tables)
+                float((table - start.to(table)).norm() / start.norm().clamp_min(1e-12))
+                for start, table in zip(self._initial_tables, self.feature_tables)
             ],
         }
         for side, gate, index in (("user", self.user_gate, 0), ("item", self.item_gate, 1)):
@@ -300,4 +363,5 @@ class FITMM(MultiModalRecommender):
         self.drop_cache()
         terms = self.loss_terms(interaction)
         p = self.params
-        return terms["rec"] + p.ib_weight * terms["ib"] + p.reg_weight * terms["consistency"]
+        ib_weight = p.ib_weight * self.ib_scale()
+        return terms["rec"] + ib_weight * terms["ib"] + p.reg_weight * terms["consistency"]

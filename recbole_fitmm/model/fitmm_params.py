@@ -54,6 +54,24 @@ class FITMMParams(ModelParams):
             run under bfloat16 autocast (weights and feature tables stay float32). A speed
             option, not the release's arithmetic (BENCHMARKS.md measures both).
         learning_rate: Adam learning rate (the release's model yaml: 1e-4); read by the trainer.
+
+        The options below change the release's arithmetic; each is off by default and measured
+        in BENCHMARKS.md ("FITMM on sparse data").
+
+        feature_preprocess: ``none`` (release), ``center`` (subtract each modality's mean
+            feature vector) or ``whiten`` (ZCA whitening) of the raw features, before the kNN
+            graph and the feature tables (:func:`layers.preprocess_features`).
+        feature_lr_scale: Learning-rate multiplier of the raw feature tables (1 = release).
+        ib_warmup_epochs: The IB weight grows linearly from 0 over this many epochs (0 = release).
+        band_dropout: Training-time probability of dropping each high band (k >= 2) of a row
+            (:func:`layers.band_dropout`; 0 = release).
+        personal_bands: ``none`` (release), ``user`` (a learned band-weight offset per user) or
+            ``activity`` (band-weight offsets proportional to the user's standardised
+            log-activity): user-dependent frequency selection (:class:`layers.PersonalBands`).
+        edge_dropout: Fraction of user–item edges dropped in each training epoch with
+            FREEDOM's degree-sensitive sampling (0 = release).
+        gate_normalise: Divide each row's gates by their mean over the bands, so the gate
+            re-weights bands but cannot scale a whole representation (``False`` = release).
     """
 
     embedding_size: int
@@ -82,6 +100,13 @@ class FITMMParams(ModelParams):
     train_features: bool
     feature_mlp_dtype: str
     learning_rate: float
+    feature_preprocess: str
+    feature_lr_scale: float
+    ib_warmup_epochs: int
+    band_dropout: float
+    personal_bands: str
+    edge_dropout: float
+    gate_normalise: bool
 
     POSITIVE = (
         "embedding_size",
@@ -99,6 +124,8 @@ class FITMMParams(ModelParams):
         "reg_weight",
         "num_layers",
         "svd_grad_guard",
+        "feature_lr_scale",
+        "ib_warmup_epochs",
     )
     FRACTIONS = ("mm_image_weight",)
     CHOICES = {
@@ -107,10 +134,15 @@ class FITMMParams(ModelParams):
         "loss_type": layers.LOSS_TYPES,
         "svd_solver": spectral.SOLVERS,
         "feature_mlp_dtype": FEATURE_MLP_DTYPES,
+        "feature_preprocess": layers.FEATURE_PREPROCESSING,
+        "personal_bands": layers.PERSONAL_BANDS,
     }
 
     def check_more(self) -> None:
-        """The number of bands and the explicit modality weights."""
+        """The number of bands, the explicit modality weights and the dropout rates."""
+        for name in ("band_dropout", "edge_dropout"):
+            rate = getattr(self, name)
+            check(0.0 <= rate < 1.0, "FITMM", f"{name} must be in [0, 1), got {rate}")
         check(
             1 <= self.num_freq_bands <= self.embedding_size,
             "FITMM",
