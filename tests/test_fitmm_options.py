@@ -18,7 +18,7 @@ from recbole_fitmm import run_recbole_fitmm
 from recbole_fitmm.checkpoint import read_checkpoint
 from recbole_fitmm.config import Config
 from recbole_fitmm.errors import ConfigError
-from recbole_fitmm.model import layers
+from recbole_fitmm.model import layers, options
 from recbole_fitmm.model.fitmm import FITMM
 from recbole_fitmm.quick_start import create_dataset, data_preparation
 from recbole_fitmm.trainer import FITMMTrainer
@@ -72,14 +72,14 @@ def test_preprocessing_centres_and_whitens_like_numpy() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6)) + 3.0  # anisotropic, off-centre
     tensor = torch.tensor(x, dtype=torch.float32)
-    assert layers.preprocess_features(tensor, "none") is tensor
-    centred = layers.preprocess_features(tensor, "center").double().numpy()
+    assert options.preprocess_features(tensor, "none") is tensor
+    centred = options.preprocess_features(tensor, "center").double().numpy()
     np.testing.assert_allclose(centred, x - x.mean(axis=0), atol=1e-5)
-    white = layers.preprocess_features(tensor, "whiten").double().numpy()
+    white = options.preprocess_features(tensor, "whiten").double().numpy()
     x32 = tensor.double().numpy()
     c = x32 - x32.mean(axis=0)
     lam, vec = np.linalg.eigh(c.T @ c / (len(c) - 1))
-    zca = vec @ np.diag(1 / np.sqrt(lam + layers.WHITEN_EPS * lam.max())) @ vec.T
+    zca = vec @ np.diag(1 / np.sqrt(lam + options.WHITEN_EPS * lam.max())) @ vec.T
     np.testing.assert_allclose(white, c @ zca, atol=1e-4)
     np.testing.assert_allclose(
         np.cov(white.T), np.eye(6), atol=0.02
@@ -104,9 +104,9 @@ def test_preprocessing_changes_tables_and_item_graph_only(base: tuple) -> None:
 # ---------------------------------------------------------------------------- band dropout
 def test_band_dropout_keeps_band_one_and_the_expectation() -> None:
     coef = torch.full((20_000, 3), 2.0)
-    assert layers.band_dropout(coef, 0.0) is coef
+    assert options.band_dropout(coef, 0.0) is coef
     torch.manual_seed(0)
-    out = layers.band_dropout(coef, 0.25)
+    out = options.band_dropout(coef, 0.25)
     assert torch.equal(out[:, 0], coef[:, 0])
     high = out[:, 1:]
     values = sorted(high.unique().tolist())
@@ -131,7 +131,7 @@ def test_band_dropout_only_in_training(base: tuple) -> None:
 # ---------------------------------------------------------------------------- personal bands
 def test_personal_bands_by_activity_match_the_standardised_log_degree() -> None:
     activity = torch.tensor([1.0, 3.0, 10.0, 40.0])
-    module = layers.PersonalBands("activity", activity, num_bands=3)
+    module = options.PersonalBands("activity", activity, num_bands=3)
     assert torch.equal(module(), torch.zeros(4, 3))  # starts as the release
     with torch.no_grad():
         module.slopes.copy_(torch.tensor([0.5, -1.0, 2.0]))

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recbole_fitmm.errors import ConfigError
-from recbole_fitmm.model import graph, layers, spectral
+from recbole_fitmm.model import graph, layers, options, spectral
 from recbole_fitmm.model.abstract import MultiModalRecommender
 from recbole_fitmm.model.fitmm_params import FITMMParams, item_graph_weights
 
@@ -92,7 +92,7 @@ class FITMM(MultiModalRecommender):
             nn.init.xavier_normal_(self.preference.data[:, b * d : (b + 1) * d])
         self.item_embedding = nn.Parameter(nn.init.xavier_uniform_(torch.empty(n_items, d)))
         feats = [
-            layers.preprocess_features(self.modal_feats[name][1:].float(), p.feature_preprocess)
+            options.preprocess_features(self.modal_feats[name][1:].float(), p.feature_preprocess)
             for name in self.modalities
         ]
         self._initial_tables = feats  # for the drift diagnostic; the release's are modal_feats
@@ -115,7 +115,7 @@ class FITMM(MultiModalRecommender):
         self.personal = None
         if p.personal_bands != "none":
             activity = torch.bincount(edges[0], minlength=n_users)
-            self.personal = layers.PersonalBands(p.personal_bands, activity, p.num_freq_bands)
+            self.personal = options.PersonalBands(p.personal_bands, activity, p.num_freq_bands)
         if p.edge_dropout > 0:  # distinct training edges, for the per-epoch sample
             pairs = torch.unique(torch.stack(edges), dim=1)
             self.register_buffer("edge_pairs", pairs, persistent=False)
@@ -240,7 +240,7 @@ class FITMM(MultiModalRecommender):
         offsets = self.personal() if gate is self.user_gate and self.personal is not None else None
         coef, gates = gate(base, offsets)
         if self.training:
-            coef = layers.band_dropout(coef, self.params.band_dropout)
+            coef = options.band_dropout(coef, self.params.band_dropout)
         if bands is None:
             return (base + aux) * coef, gates
         return spectral.fused_bands(base, aux, bands.bases, bands.labels, coef), gates

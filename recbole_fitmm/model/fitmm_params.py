@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from recbole_fitmm.errors import ConfigError
-from recbole_fitmm.model import graph, layers, spectral
+from recbole_fitmm.model import graph, layers, options, spectral
 from recbole_fitmm.model.params import ModelParams, check
 
 CONSISTENCIES = ("band", "cross_modal", "none")
@@ -60,14 +60,14 @@ class FITMMParams(ModelParams):
 
         feature_preprocess: ``none`` (release), ``center`` (subtract each modality's mean
             feature vector) or ``whiten`` (ZCA whitening) of the raw features, before the kNN
-            graph and the feature tables (:func:`layers.preprocess_features`).
+            graph and the feature tables (:func:`options.preprocess_features`).
         feature_lr_scale: Learning-rate multiplier of the raw feature tables (1 = release).
         ib_warmup_epochs: The IB weight grows linearly from 0 over this many epochs (0 = release).
         band_dropout: Training-time probability of dropping each high band (k >= 2) of a row
-            (:func:`layers.band_dropout`; 0 = release).
+            (:func:`options.band_dropout`; 0 = release).
         personal_bands: ``none`` (release), ``user`` (a learned band-weight offset per user) or
             ``activity`` (band-weight offsets proportional to the user's standardised
-            log-activity): user-dependent frequency selection (:class:`layers.PersonalBands`).
+            log-activity): user-dependent frequency selection (:class:`options.PersonalBands`).
         edge_dropout: Fraction of user–item edges dropped in each training epoch with
             FREEDOM's degree-sensitive sampling (0 = release).
         gate_normalise: Divide each row's gates by their mean over the bands, so the gate
@@ -134,8 +134,8 @@ class FITMMParams(ModelParams):
         "loss_type": layers.LOSS_TYPES,
         "svd_solver": spectral.SOLVERS,
         "feature_mlp_dtype": FEATURE_MLP_DTYPES,
-        "feature_preprocess": layers.FEATURE_PREPROCESSING,
-        "personal_bands": layers.PERSONAL_BANDS,
+        "feature_preprocess": options.FEATURE_PREPROCESSING,
+        "personal_bands": options.PERSONAL_BANDS,
     }
 
     def check_more(self) -> None:
