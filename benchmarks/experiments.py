@@ -56,11 +56,24 @@ BANDS = {f"K{k}": {"model": "FITMM", "num_freq_bands": k} for k in (1, 2, 3, 4, 
 IB = {f"ib{w:g}": {"model": "FITMM", "ib_weight": w} for w in (0.0, 0.01, 0.1, 1.0, 10.0)}
 #: The authors' later FITMM configuration (TimeMM repository) (item 3).
 LATER = {"later": {"model": "FITMM", "ib_weight": 0.01, "reg_weight": 0.0}}
+#: Each option beyond the paper on top of the released defaults (item 4).
+OPTIONS = {
+    "center": {"model": "FITMM", "feature_preprocess": "center"},
+    "whiten": {"model": "FITMM", "feature_preprocess": "whiten"},
+    "featlr0.1": {"model": "FITMM", "feature_lr_scale": 0.1},
+    "ibwarm10": {"model": "FITMM", "ib_warmup_epochs": 10},
+    "banddrop0.2": {"model": "FITMM", "band_dropout": 0.2},
+    "personal-user": {"model": "FITMM", "personal_bands": "user"},
+    "personal-activity": {"model": "FITMM", "personal_bands": "activity"},
+    "edgedrop0.2": {"model": "FITMM", "edge_dropout": 0.2},
+    "gatenorm": {"model": "FITMM", "gate_normalise": True},
+}
 FAMILIES: dict[str, dict[str, dict[str, Any]]] = {
     "ladder": LADDER,
     "bands": BANDS,
     "ib": IB,
     "later": LATER,
+    "options": OPTIONS,
 }
 
 
