@@ -289,7 +289,9 @@ class CheckpointMixin:
                 inconsistent best checkpoint beside it.
         """
         path = Path(resume_file)
-        checkpoint = read_checkpoint(path, map_location=self.device)
+        # Read on the CPU: the random-generator states must stay there (numpy reads them);
+        # the weights and the optimizer state move to the model's device as they are loaded.
+        checkpoint = read_checkpoint(path, map_location="cpu")
         if checkpoint.get("kind") != "last":
             raise CheckpointError(
                 f"checkpoint {path} holds best weights only; resume from the *{LAST_SUFFIX} "

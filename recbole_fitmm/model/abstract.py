@@ -62,6 +62,9 @@ class MultiModalRecommender(GeneralRecommender):
         self.modal_feats: dict[str, Tensor] = dict(feats)
         self.user_feat: Tensor | None = getattr(dataset, "user_feat", None)
         self._cache: tuple[Tensor, Tensor] | None = None
+        #: Named parts of the last training loss (detached), when a model records them; the
+        #: trainer sums them per epoch without synchronising and names them if the loss diverges.
+        self.last_loss_parts: dict[str, Tensor] | None = None
 
     def register_graph(self, name: str, matrix: Tensor | None, symmetric: bool = False) -> None:
         """Keep a frozen sparse graph and its transpose as CSR buffers ``name`` and ``name_t``.

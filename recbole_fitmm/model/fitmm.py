@@ -363,5 +363,11 @@ class FITMM(MultiModalRecommender):
         self.drop_cache()
         terms = self.loss_terms(interaction)
         p = self.params
-        ib_weight = p.ib_weight * self.ib_scale()
-        return terms["rec"] + ib_weight * terms["ib"] + p.reg_weight * terms["consistency"]
+        parts = {
+            "rec": terms["rec"],
+            "ib": p.ib_weight * self.ib_scale() * terms["ib"],
+            "consistency": p.reg_weight * terms["consistency"],
+        }
+        # the weighted parts, summed per epoch by the trainer (named in a divergence warning)
+        self.last_loss_parts = {name: value.detach() for name, value in parts.items()}
+        return parts["rec"] + parts["ib"] + parts["consistency"]
