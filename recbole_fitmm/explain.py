@@ -3,6 +3,7 @@
     python -m recbole_fitmm.explain saved/FITMM-mmsynth-....pth            # report as Markdown
     python -m recbole_fitmm.explain saved/FITMM-....pth --json report.json
     python -m recbole_fitmm.explain saved/FITMM-....pth --recommend 0,1,2 --k 10
+    python -m recbole_fitmm.explain saved/FITMM-....pth --plots figures/ --cold-max 5
 
 For each side (users, items) and each modality block (id, then the feature modalities), the
 report gives the share of the block's spectral energy (sum of squared singular values) that each
@@ -10,6 +11,10 @@ frequency band holds — band 1 = largest singular values ("low frequency") — 
 It also gives the global band weights ``β_k = sigmoid(θ_k)``, the gate scale ``s``, the mean and
 spread of the per-row gates ``g_k`` and the fraction of rows whose gate excess over 1 is zero
 (bands the IB term has "shut off" for that row), and the mean per-user modality weights.
+
+``--plots DIR`` draws the energy shares, the user gates of warm and cold users (at most
+``--cold-max`` training interactions) and the band weights (:mod:`recbole_fitmm.plots`), and
+the training curve when the run's history lies beside the checkpoint (any model).
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from recbole_fitmm.errors import ConfigError, FITMMError
+from recbole_fitmm.errors import ConfigError, DataError, FITMMError
 from recbole_fitmm.inference import load_model, recommend
 from recbole_fitmm.io import atomic_write_text
 from recbole_fitmm.model import spectral
+from recbole_fitmm.plots import COLD_MAX, fitmm_plots, read_history, training_curve
 
 SHUT_OFF_TOL = 1e-6
 
@@ -119,21 +126,64 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_plots(
+    checkpoint: str,
+    model: Any,
+    dataset: Any,
+    folder: str,
+    report: dict[str, Any] | None = None,
+    cold_max: int = COLD_MAX,
+) -> list[Path]:
+    """The figures of ``--plots``: FITMM's (given its report) and the training curve.
+
+    Args:
+        checkpoint: The checkpoint file; the history is read beside it
+            (:func:`recbole_fitmm.plots.read_history`); no curve when there is none.
+        model: The loaded model.
+        dataset: Its training dataset (``train_data.dataset``).
+        folder: Output folder.
+        report: :func:`explain_fitmm` of a FITMM ``model``; ``None``: the curve only.
+        cold_max: Largest number of training interactions of a cold user.
+
+    Returns:
+        The written PNG files.
+    """
+    files = []
+    if report is not None:
+        files += fitmm_plots(model, dataset, folder, report, cold_max).values()
+    try:
+        history, metric = read_history(checkpoint)
+    except DataError:
+        return files
+    files.append(Path(folder) / "curve.png")
+    training_curve(history, files[-1], metric)
+    return files
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Command line: explain a FITMM checkpoint and optionally print recommendations."""
+    """Command line: explain a FITMM checkpoint, draw figures, print recommendations."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
     parser.add_argument("--json", default=None, help="also write the report as JSON here")
     parser.add_argument("--recommend", default="", help="comma-separated raw user tokens")
     parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--plots", default=None, help="write PNG figures into this folder")
+    parser.add_argument(
+        "--cold-max", type=int, default=COLD_MAX, help="most training items of a cold user"
+    )
     args = parser.parse_args(argv)
     try:
         config, model, _, train_data, _, _ = load_model(args.checkpoint, {"state": "ERROR"})
+        report = None
         if config["model"] == "FITMM":
             report = explain_fitmm(model)
             print(format_report(report))
             if args.json:
                 atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
+        if args.plots:
+            dataset = train_data.dataset
+            files = write_plots(args.checkpoint, model, dataset, args.plots, report, args.cold_max)
+            print("figures: " + ", ".join(str(f) for f in files))
         users = [u for u in args.recommend.split(",") if u]
         if users:
             items, scores = recommend(model, train_data.dataset, users, args.k)

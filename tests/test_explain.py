@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,15 +24,31 @@ def _model(root: Path) -> tuple[FITMM, object]:
     return FITMM(config, train_data._dataset), train_data
 
 
+def svd_energy_shares(view: np.ndarray, n_blocks: int, num_bands: int) -> np.ndarray:
+    """Energy share per band of each column block, from numpy's SVD: [n_blocks, num_bands].
+
+    Band k holds the k-th of ``num_bands`` contiguous groups of singular values, largest first;
+    the ``r = min(rows, d)`` values are split as evenly as possible, earlier groups larger.
+    """
+    shares = []
+    for block in np.split(view.astype(np.float64), n_blocks, axis=1):
+        energy = np.linalg.svd(block, compute_uv=False) ** 2  # descending
+        shares.append([part.sum() / energy.sum() for part in np.array_split(energy, num_bands)])
+    return np.asarray(shares)
+
+
 def test_report_of_an_initial_model(toy_root: Path) -> None:
     model, _ = _model(toy_root)
     report = explain_fitmm(model)
     assert report["blocks"] == ["id", "image", "text"] and report["num_bands"] == 3
+    model.eval()
+    with torch.no_grad():
+        out = model.forward()
+    views = {"users": out.user_views[0].numpy(), "items": out.item_views[0].numpy()}
     for side in ("users", "items"):
         part = report[side]
-        for shares in part["energy"]:
-            assert sum(shares) == pytest.approx(1.0)
-            assert shares[0] >= shares[1] >= shares[2]  # band 1 holds the largest singular values
+        expected = svd_energy_shares(views[side], 3, 3)
+        np.testing.assert_allclose(part["energy"], expected, rtol=1e-9, atol=1e-12)
         assert part["band_weights"] == pytest.approx([torch.sigmoid(torch.tensor(1.0)).item()] * 3)
         assert part["gate_scale"] == pytest.approx(0.5)
         assert all(1.0 < g < 1.5 for g in part["gate_mean"])  # g = 1 + 0.5 sigmoid(.)

@@ -5,6 +5,7 @@ tolerance."""
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from recbole_fitmm import run_recbole_fitmm
 from recbole_fitmm.compare import REEVALUATION_TOLERANCE, run_one, run_signature
 from recbole_fitmm.data.files import dataset_fingerprint
 from recbole_fitmm.errors import CheckpointError
+from recbole_fitmm.io import atomic_write_text
 from recbole_fitmm.model.layers import sparse_product
 from recbole_fitmm.quick_start import build_config
 from recbole_fitmm.registry import PLUGIN_MODELS
@@ -276,3 +278,10 @@ def test_reevaluation_within_the_tolerance_keeps_the_run(
     else:
         with pytest.raises(RuntimeError, match="differ from the run's test result"):
             run_one("BPR", "toy", 3, None, values)
+
+
+def test_outputs_get_the_usual_file_mode(tmp_path: Path) -> None:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = atomic_write_text(tmp_path / "out.txt", "x")
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
