@@ -14,7 +14,8 @@ interrupted during training continues from its ``*.last.pth`` checkpoint when on
 resolved configuration and data is found in the checkpoint folder
 (:func:`~recbole_fitmm.checkpoint.find_resumable`). Delete ``runs/`` after
 changing model code. Files in ``out_dir``, written atomically: ``summary.md``, ``summary.csv``,
-``per_seed.csv`` (rewritten after every run) and ``per_user_recall@20.npz``.
+``per_seed.csv`` (rewritten after every run), ``per_user_recall@20.npz`` and ``chart.png``
+(test Recall@20 and NDCG@20 per model with the seed spread).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from recbole_fitmm.data.files import dataset_fingerprint
 from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.io import atomic_write, atomic_write_text
 from recbole_fitmm.per_user import evaluate_checkpoint
+from recbole_fitmm.plots import comparison_chart
 from recbole_fitmm.provenance import source_revision
 from recbole_fitmm.quick_start import (
     build_config,
@@ -298,6 +300,8 @@ def _write_outputs(
         atomic_write_text(out / "summary.csv", render_csv(rows)),
         out / "per_seed.csv",
     ]
+    comparison_chart(rows, out / "chart.png")  # test R@20 / N@20 with the seed spread
+    files.append(out / "chart.png")
     buffer = io.BytesIO()
     np.savez(buffer, users=users, **averaged)
     files.append(atomic_write(out / "per_user_recall@20.npz", lambda f: f.write(buffer.getvalue())))

@@ -51,6 +51,7 @@ RESUME_FREE_KEYS = frozenset(
         "log_wandb",
         "checkpoint_every",
         "checkpoint_seconds",
+        "graph_cache_dir",
     }
 )
 PENDING_SUFFIX = ".pending"

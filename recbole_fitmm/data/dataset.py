@@ -30,6 +30,7 @@ import torch
 from recbole.data.dataset import Dataset
 from torch import Tensor
 
+from recbole_fitmm.data.graph_cache import GraphCache
 from recbole_fitmm.data.options import check_data_options
 from recbole_fitmm.errors import DataError
 
@@ -206,6 +207,9 @@ class MultiModalDataset(Dataset):
             )
             for name, matrix in matrices.items()
         }
+        cache_dir = config["graph_cache_dir"] if "graph_cache_dir" in config else None
+        #: Cache of frozen kNN graphs built from these features (``None``: disabled).
+        self.graph_cache = GraphCache(cache_dir) if cache_dir else None
         self.user_feat: Tensor | None = None
         user_modality = config["user_modality"]
         if user_modality:

@@ -24,7 +24,7 @@ from recbole.utils import InputType
 from torch import Tensor
 
 from recbole_fitmm.errors import DataError
-from recbole_fitmm.model.graph import bipartite_adjacency
+from recbole_fitmm.model.graph import bipartite_adjacency, multimodal_knn_graph
 from recbole_fitmm.model.layers import frozen_pair
 from recbole_fitmm.model.params import ModelParams
 
@@ -60,6 +60,8 @@ class MultiModalRecommender(GeneralRecommender):
                 "in the dataset config."
             )
         self.modal_feats: dict[str, Tensor] = dict(feats)
+        #: The dataset hook's cache of frozen graphs (``get(key, inputs, build)``), or ``None``.
+        self.graph_cache = getattr(dataset, "graph_cache", None)
         self.user_feat: Tensor | None = getattr(dataset, "user_feat", None)
         self._cache: tuple[Tensor, Tensor] | None = None
         #: Named parts of the last training loss (detached), when a model records them; the
@@ -101,6 +103,30 @@ class MultiModalRecommender(GeneralRecommender):
                 value = copy.deepcopy(value, memo)
             twin.__dict__[key] = value
         return twin
+
+    def item_knn_graph(
+        self, features: list[Tensor], weights: list[float], k: int, **key: Any
+    ) -> Tensor:
+        """The frozen multimodal kNN item graph, built on the model's device and cached on disk.
+
+        Args:
+            features: One item feature matrix [N, f_m] per modality (row 0 = PAD, unlinked).
+            weights: One mixing weight per modality.
+            k: Neighbours per item.
+            **key: Anything else the graph depends on (e.g. the feature preprocessing).
+
+        Returns:
+            Sparse COO [N, N] on the CPU (:func:`~recbole_fitmm.model.graph.multimodal_knn_graph`).
+        """
+
+        def build() -> Tensor:
+            on_device = [feature.to(self.device) for feature in features]
+            return multimodal_knn_graph(on_device, weights, k).cpu()
+
+        if self.graph_cache is None:
+            return build()
+        full_key = {"kind": "multimodal_knn", "k": k, "weights": list(weights), **key}
+        return self.graph_cache.get(full_key, features, build)
 
     def register_user_item_graph(self, dataset: Any) -> tuple[np.ndarray, np.ndarray]:
         """Register the normalised training user–item graph as ``norm_adj`` (symmetric, CSR).

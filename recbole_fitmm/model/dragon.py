@@ -43,7 +43,6 @@ from torch import Tensor, nn
 from recbole_fitmm.model.abstract import MultiModalRecommender
 from recbole_fitmm.model.graph import (
     modality_weights,
-    multimodal_knn_graph,
     propagate,
     user_cooccurrence_graph,
 )
@@ -129,7 +128,7 @@ class DRAGON(MultiModalRecommender):
         self.names = list(self.modal_feats)
         feats = [self.modal_feats[name].float() for name in self.names]
         weights = modality_weights(self.names, p.mm_image_weight)
-        self.register_graph("mm_adj", multimodal_knn_graph(feats, weights, p.knn_k))
+        self.register_graph("mm_adj", self.item_knn_graph(feats, weights, p.knn_k))
         for name, feat in zip(self.names, feats):  # the GCN branches read the frozen raw features
             self.register_buffer(f"feat_{name}", feat, persistent=False)
         self.gcn = nn.ModuleDict(

@@ -125,7 +125,8 @@ class FITMM(MultiModalRecommender):
         if p.use_item_graph:
             full = [torch.cat([f.new_zeros(1, f.shape[1]), f]) for f in feats]  # PAD unlinked
             weights = item_graph_weights(p, self.modalities)
-            item_graph = graph.without_pad(graph.multimodal_knn_graph(full, weights, p.knn_k))
+            knn = self.item_knn_graph(full, weights, p.knn_k, preprocess=p.feature_preprocess)
+            item_graph = graph.without_pad(knn)
         self.register_graph("item_graph", item_graph)
         user_graph = None
         if p.use_user_graph:

@@ -38,7 +38,6 @@ from recbole_fitmm.model.graph import (
     degree_sensitive_pruning,
     edge_degree_weights,
     modality_weights,
-    multimodal_knn_graph,
     propagate,
 )
 from recbole_fitmm.model.layers import bpr_loss, frozen_pair, pair_scores, sparse_product
@@ -104,7 +103,7 @@ class FREEDOM(MultiModalRecommender):
         names = list(self.modal_feats)
         weights = modality_weights(names, p.mm_image_weight)
         feats = [self.modal_feats[name].float() for name in names]
-        self.register_graph("mm_adj", multimodal_knn_graph(feats, weights, p.knn_k))
+        self.register_graph("mm_adj", self.item_knn_graph(feats, weights, p.knn_k))
         self.user_embedding = nn.Parameter(
             nn.init.xavier_uniform_(torch.empty(self.n_users, p.embedding_size))
         )
