@@ -15,7 +15,10 @@ each epoch, so every model recomputes its cached representations), peak RSS (``V
 its value once the data are loaded) and the ratios FITMM / LightGCN. Usage::
 
     python benchmarks/bench_fitmm.py [--epochs 2] [--threads N] [--skip-ml100k] [--bf16] [--svd]
-        [--json F]
+        [--device cpu|cuda] [--json F]
+
+With ``--device cuda`` every timing ends with ``torch.cuda.synchronize()`` and the report adds
+each model's peak GPU memory (``torch.cuda.max_memory_allocated``).
 
 ``--bf16`` adds ``FITMM-bf16``: FITMM with ``feature_mlp_dtype: bfloat16`` (the feature MLPs
 under bfloat16 autocast, a speed option that changes the arithmetic), timed in the same run.
@@ -86,10 +89,17 @@ def worker(
     epochs: int,
     threads: int,
     label: str = "",
+    device: str = "cpu",
 ) -> dict:
     """Train and evaluate one model; runs inside its own subprocess."""
     import torch
     from recbole.utils import init_seed
+
+    cuda = device == "cuda"
+
+    def sync() -> None:  # timings of asynchronous GPU work end when the device is done
+        if cuda:
+            torch.cuda.synchronize()
 
     if threads:
         torch.set_num_threads(threads)
@@ -100,7 +110,7 @@ def worker(
 
     config_dict = {
         "data_path": root,
-        "gpu_id": "",
+        "gpu_id": "0" if cuda else "",
         "state": "ERROR",
         "show_progress": False,
         "checkpoint_dir": str(Path(root) / "saved"),
@@ -117,11 +127,14 @@ def worker(
     trainer = get_trainer(config["MODEL_TYPE"], model)(config, net)
     epoch_seconds, eval_seconds, recall = [], [], []
     for epoch in range(epochs):
+        sync()
         start = time.perf_counter()
         trainer._train_epoch(train_data, epoch, show_progress=False)
+        sync()
         epoch_seconds.append(time.perf_counter() - start)
         start = time.perf_counter()
         result = trainer.evaluate(valid_data, load_best_model=False, show_progress=False)
+        sync()
         eval_seconds.append(time.perf_counter() - start)
         recall.append(float(result["recall@20"]))
     return {
@@ -135,6 +148,8 @@ def worker(
         "data_rss_mib": data_rss,
         "train_batches": len(train_data),
         "threads": torch.get_num_threads(),
+        "device": str(config["device"]),
+        "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0,
     }
 
 
@@ -220,10 +235,17 @@ def svd_study(root: str, values: dict[str, Any]) -> list[str]:
 
 
 def run_worker(
-    model: str, dataset: str, root: Path, values: dict, epochs: int, threads: int, label: str = ""
+    model: str,
+    dataset: str,
+    root: Path,
+    values: dict,
+    epochs: int,
+    threads: int,
+    label: str = "",
+    device: str = "cpu",
 ) -> dict:
     """Run :func:`worker` in a fresh interpreter and parse its JSON answer."""
-    args = json.dumps([model, dataset, str(root), values, epochs, threads, label])
+    args = json.dumps([model, dataset, str(root), values, epochs, threads, label, device])
     done = subprocess.run(
         [sys.executable, __file__, "--worker", args],
         capture_output=True,
@@ -259,7 +281,7 @@ def report(rows: list[dict]) -> str:
         lines.append(f"\n{dataset}")
         lines.append(
             f"{'model':10s} {'s/epoch':>9s} {'s/eval':>8s} {'peak MiB':>9s} {'data MiB':>9s}"
-            f" {'init s':>7s}"
+            f" {'init s':>7s} {'GPU MiB':>8s}"
             f" {'batches':>8s}  valid R@20 per epoch"
         )
         for name in by_model:
@@ -270,6 +292,7 @@ def report(rows: list[dict]) -> str:
             lines.append(
                 f"{name:10s} {row['epoch']:9.2f} {row['eval']:8.2f} {row['peak_rss_mib']:9.0f}"
                 f" {row['data_rss_mib']:9.0f} {row['init_seconds']:7.2f}"
+                f" {row.get('peak_gpu_mib', 0.0):8.0f}"
                 f" {row['train_batches']:8d}  {recall}"
             )
         lightgcn = by_model["LightGCN"]
@@ -301,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--svd", action="store_true", help="also study the band-split solvers")
     parser.add_argument("--bf16", action="store_true", help="also time FITMM-bf16")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to train")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -326,7 +350,14 @@ def main(argv: list[str] | None = None) -> int:
             for label, model, extra in runs:
                 rows.append(
                     run_worker(
-                        model, dataset, root, {**values, **extra}, args.epochs, args.threads, label
+                        model,
+                        dataset,
+                        root,
+                        {**values, **extra},
+                        args.epochs,
+                        args.threads,
+                        label,
+                        args.device,
                     )
                 )
                 print(json.dumps(rows[-1]), flush=True)
