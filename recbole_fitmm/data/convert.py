@@ -21,82 +21,31 @@ leaves no partial output. Usage::
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import re
-import shutil
 import sys
-import tempfile
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from recbole_fitmm.config import DATASET_ATOMIC, PROPERTIES
+from recbole_fitmm.data.benchmark import (
+    NAME,
+    SPLITS,
+    ConversionStats,
+    Target,
+    split_rows,
+    write_benchmark,
+)
 from recbole_fitmm.data.dataset import read_feature_file
 from recbole_fitmm.errors import ConfigError, DataError, FITMMError
-from recbole_fitmm.io import atomic_write_npy, atomic_write_text
 
-SPLITS = ("train", "valid", "test")
+__all__ = ["SPLITS", "ConversionStats", "convert_mmrec", "main", "split_rows"]
+
 ID_COLUMNS = ("userID", "itemID", "x_label")
 FEATURE_SUFFIX = "_feat.npy"
 #: Modalities that come first, in this order; any other modality follows alphabetically.
 LEADING_MODALITIES = ("image", "text")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-
-
-@dataclass
-class ConversionStats:
-    """What a conversion wrote.
-
-    Attributes:
-        name: Dataset name.
-        folder: The dataset folder ``<out>/<name>``.
-        yaml_file: The dataset yaml.
-        users: Distinct users over the three split files.
-        items: Distinct items over the three split files.
-        interactions: Split name -> rows written.
-        dropped_cold_start: ``valid``/``test`` -> rows dropped because the user has no train rows.
-        dropped_min_rating: Rows dropped by ``min_rating`` (all splits).
-        swapped_valid_test: Whether x_label 1 and 2 were swapped.
-        features: Modality -> shape of the written matrix.
-        unused_feature_rows: Feature rows whose item occurs in no written split.
-    """
-
-    name: str
-    folder: Path
-    yaml_file: Path
-    users: int
-    items: int
-    interactions: dict[str, int]
-    dropped_cold_start: dict[str, int]
-    dropped_min_rating: int = 0
-    swapped_valid_test: bool = False
-    features: dict[str, tuple[int, int]] = field(default_factory=dict)
-    unused_feature_rows: int = 0
-
-    def summary(self) -> str:
-        """Human-readable statistics, one fact per line."""
-        counts = ", ".join(f"{split} {n:,}" for split, n in self.interactions.items())
-        shapes = ", ".join(f"{m} {rows}x{dim}" for m, (rows, dim) in self.features.items())
-        lines = [
-            f"dataset {self.name}: {self.folder} (yaml: {self.yaml_file})",
-            f"users {self.users:,}, items {self.items:,}",
-            f"interactions: {counts} (total {sum(self.interactions.values()):,})",
-            "dropped (users without training rows): "
-            + ", ".join(f"{split} {n:,}" for split, n in self.dropped_cold_start.items()),
-            f"dropped (rating below min-rating): {self.dropped_min_rating:,}",
-            f"x_label 1 and 2 swapped (valid <-> test): {self.swapped_valid_test}",
-            f"features: {shapes or 'none'}",
-        ]
-        if self.unused_feature_rows:
-            lines.append(
-                f"{self.unused_feature_rows:,} feature rows belong to items in no split "
-                "(feature_policy: lenient written to the yaml)"
-            )
-        return "\n".join(lines)
 
 
 def choose_modalities(src: Path, requested: list[str] | None = None) -> list[str]:
@@ -116,10 +65,10 @@ def choose_modalities(src: Path, requested: list[str] | None = None) -> list[str
     if requested is None:
         found = {p.name[: -len(FEATURE_SUFFIX)] for p in src.glob(f"*{FEATURE_SUFFIX}")}
         leading = [m for m in LEADING_MODALITIES if m in found]
-        return leading + sorted(m for m in found - set(leading) if _NAME.fullmatch(m))
+        return leading + sorted(m for m in found - set(leading) if NAME.fullmatch(m))
     if len(set(requested)) != len(requested):
         raise ConfigError(f"--modalities lists a modality twice: {requested}")
-    bad = [m for m in requested if not _NAME.fullmatch(m)]
+    bad = [m for m in requested if not NAME.fullmatch(m)]
     if bad:
         raise ConfigError(f"modality name {bad[0]!r} must be letters, digits, _ or -")
     return list(requested)
@@ -203,50 +152,6 @@ def read_mmrec_inter(path: Path, need_rating: bool = False) -> pd.DataFrame:
     return frame
 
 
-def split_rows(
-    frame: pd.DataFrame, path: Path, swap_valid_test: bool = False, min_rating: float | None = None
-) -> tuple[dict[str, pd.DataFrame], dict[str, int], int]:
-    """Apply the rating filter, the valid/test swap and the cold-start filter; split by x_label.
-
-    Args:
-        frame: Output of :func:`read_mmrec_inter`.
-        path: The source file, for messages.
-        swap_valid_test: Swap x_label 1 and 2.
-        min_rating: Keep only rows with ``rating >= min_rating`` (``None``: keep all).
-
-    Returns:
-        Split name -> frame of ``userID``, ``itemID``; rows dropped per split by the cold-start
-        filter (``valid``, ``test``); rows dropped by the rating filter.
-
-    Raises:
-        DataError: A split is empty after filtering.
-    """
-    n_before = len(frame)
-    if min_rating is not None:
-        frame = frame[frame["rating"] >= min_rating]
-    dropped_rating = n_before - len(frame)
-    labels = frame["x_label"].to_numpy()
-    if swap_valid_test:
-        labels = np.select([labels == 1, labels == 2], [2, 1], labels)
-    has_train = frame["userID"].isin(frame.loc[labels == 0, "userID"]).to_numpy()
-    parts: dict[str, pd.DataFrame] = {}
-    dropped: dict[str, int] = {}
-    for label, split in enumerate(SPLITS):
-        rows = labels == label
-        if label:
-            dropped[split] = int((rows & ~has_train).sum())
-            rows &= has_train
-        parts[split] = frame.loc[rows, ["userID", "itemID"]]
-        if parts[split].empty:
-            source_label = (0, 2, 1)[label] if swap_valid_test else label
-            raise DataError(
-                f"{path}: column x_label: no {split} rows (x_label {source_label}) remain after "
-                f"filtering ({dropped_rating} rows below min-rating, "
-                f"{dropped.get(split, 0)} of users without training rows)"
-            )
-    return parts, dropped, dropped_rating
-
-
 def load_features(src: Path, modalities: list[str], n_items: int) -> dict[str, np.ndarray]:
     """Read and check ``<m>_feat.npy`` for every modality.
 
@@ -275,28 +180,6 @@ def load_features(src: Path, modalities: list[str], n_items: int) -> dict[str, n
     if len(set(rows.values())) > 1:
         raise DataError(f"feature files in {src} disagree on the number of item rows: {rows}")
     return features
-
-
-def _yaml_text(
-    src: Path, modalities: list[str], out: Path, lenient: bool, swap: bool, min_rating: float | None
-) -> str:
-    options = [f"swap-valid-test: {swap}", f"min-rating: {min_rating}"]
-    lines = [
-        "# Written by `python -m recbole_fitmm.data.convert` from",
-        f"# {src} ({', '.join(options)}).",
-        "benchmark_filename: [train, valid, test]",
-        f"modalities: [{', '.join(modalities)}]",
-    ]
-    if not modalities:
-        lines.insert(-1, "# No <m>_feat.npy files: only ID-based models (BPR, LightGCN, ...) run.")
-    if out.resolve() != DATASET_ATOMIC.resolve():
-        lines.append(f"data_path: {json.dumps(str(out.resolve()))}")
-    if lenient:
-        lines += [
-            "# Some feature rows belong to items in no split; the dataset hook ignores them.",
-            "feature_policy: lenient",
-        ]
-    return "\n".join(lines) + "\n"
 
 
 def convert_mmrec(
@@ -334,70 +217,27 @@ def convert_mmrec(
     src = Path(src)
     if not src.is_dir():
         raise DataError(f"source folder {src} does not exist")
-    if name is not None and not _NAME.fullmatch(name):
+    if name is not None and not NAME.fullmatch(name):
         raise ConfigError(f"dataset name {name!r} must be letters, digits, _ or -")
     inter_path = find_inter_file(src)
     name = name or inter_path.stem
-    if not _NAME.fullmatch(name):
+    if not NAME.fullmatch(name):
         raise DataError(f"{inter_path}: the dataset name must be letters, digits, _ or -")
-    out, properties_dir = Path(out), Path(properties_dir)
-    target, yaml_file = out / name, properties_dir / f"{name}.yaml"
-    if target.resolve() == src.resolve():
-        raise ConfigError(f"output folder {target} is the source folder; choose another --out")
-    for existing in (target, yaml_file):
-        if existing.exists() and not force:
-            raise DataError(f"{existing} already exists; pass --force to overwrite it")
+    options = {"swap-valid-test": swap_valid_test, "min-rating": min_rating}
+    command = "recbole_fitmm.data.convert"
+    target = Target(name, Path(out), Path(properties_dir), command, src, options)
+    if target.folder.resolve() == src.resolve():
+        raise ConfigError(
+            f"output folder {target.folder} is the source folder; choose another --out"
+        )
+    target.check(force)
     chosen = choose_modalities(src, modalities)
 
     frame = read_mmrec_inter(inter_path, need_rating=min_rating is not None)
-    parts, dropped, dropped_rating = split_rows(frame, inter_path, swap_valid_test, min_rating)
+    split_rows(frame, inter_path, swap_valid_test, min_rating)  # refuse empty splits first
     features = load_features(src, chosen, int(frame["itemID"].max()) + 1)
-    items = np.unique(np.concatenate([p["itemID"].to_numpy() for p in parts.values()]))
-    users = np.unique(np.concatenate([p["userID"].to_numpy() for p in parts.values()]))
-    unused = next(iter(features.values())).shape[0] - len(items) if features else 0
-
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out, prefix=f".{name}.tmp-"))
-    staging.chmod(0o755)  # mkdtemp makes it private; the dataset folder should not be
-    backup: Path | None = None
-    published = False
-    try:
-        header = "user_id:token\titem_id:token\n"
-        for split, part in parts.items():
-            body = "".join(f"{u}\t{i}\n" for u, i in part.itertuples(index=False))
-            atomic_write_text(staging / f"{name}.{split}.inter", header + body)
-        for modality, matrix in features.items():
-            atomic_write_npy(staging / f"{name}.{modality}.npy", matrix)
-        if target.exists():
-            backup = Path(tempfile.mkdtemp(dir=out, prefix=f".{name}.old-"))
-            os.replace(target, backup / name)
-        os.replace(staging, target)
-        published = True
-        atomic_write_text(
-            yaml_file, _yaml_text(src, chosen, out, unused > 0, swap_valid_test, min_rating)
-        )
-    except BaseException:
-        if published:
-            shutil.rmtree(target, ignore_errors=True)
-        if backup is not None and (backup / name).exists():
-            os.replace(backup / name, target)
-        raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if backup is not None:
-            shutil.rmtree(backup, ignore_errors=True)
-    return ConversionStats(
-        name=name,
-        folder=target,
-        yaml_file=yaml_file,
-        users=len(users),
-        items=len(items),
-        interactions={split: len(part) for split, part in parts.items()},
-        dropped_cold_start=dropped,
-        dropped_min_rating=dropped_rating,
-        swapped_valid_test=swap_valid_test,
-        features={m: (int(f.shape[0]), int(f.shape[1])) for m, f in features.items()},
-        unused_feature_rows=unused,
+    return write_benchmark(
+        frame, inter_path, target, features, swap_valid_test=swap_valid_test, min_rating=min_rating
     )
 
 
