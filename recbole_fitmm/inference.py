@@ -19,8 +19,7 @@ from recbole.utils import init_seed
 from recbole_fitmm.checkpoint import check_dataset, load_weights, read_checkpoint
 from recbole_fitmm.data.files import dataset_fingerprint
 from recbole_fitmm.errors import DataError
-from recbole_fitmm.quick_start import build_config, create_dataset, data_preparation
-from recbole_fitmm.registry import get_model
+from recbole_fitmm.quick_start import build_config, build_model, create_dataset, data_preparation
 
 
 def load_model(
@@ -56,7 +55,7 @@ def load_model(
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = build_model(config, train_data)
     load_weights(model, checkpoint, path)
     model.eval()
     logging.getLogger().info(f"Loaded {config['model']} from {path}")

@@ -17,8 +17,7 @@ from recbole.utils import init_seed
 
 from recbole_fitmm.compare_table import PerUser
 from recbole_fitmm.errors import ConfigError
-from recbole_fitmm.quick_start import create_dataset, data_preparation
-from recbole_fitmm.registry import get_model
+from recbole_fitmm.quick_start import build_model, create_dataset, data_preparation
 from recbole_fitmm.trainer import get_trainer
 
 
@@ -84,7 +83,7 @@ def evaluate_checkpoint(config: Any, checkpoint: str | Path) -> tuple[dict[str, 
     train_data, _, test_data = data_preparation(config, create_dataset(config))
     init_seed(config["seed"], config["reproducibility"])
     # Graphs are built from the dataset the model receives: it must be the training split.
-    model = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = build_model(config, train_data)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     result = trainer.evaluate(test_data, load_best_model=True, model_file=str(checkpoint))
     return {k: float(v) for k, v in result.items()}, per_user_metrics(trainer, test_data)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,6 +84,24 @@ def create_dataset(config: Any) -> Any:
         dataset = recbole_create_dataset(config)
     apply_interaction_policies(dataset, config)
     return dataset
+
+
+def build_model(config: Any, train_data: Any) -> Any:
+    """The run's model, built on its training split and moved to its device.
+
+    Args:
+        config: The run's configuration.
+        train_data: The training dataloader (graphs are built from its dataset).
+
+    Returns:
+        The model (plugin or RecBole).
+    """
+    with warnings.catch_warnings():
+        # RecBole's LightGCN (and NGCF...) build their graphs with the deprecated
+        # torch.sparse.FloatTensor; nothing a user can change.
+        warnings.filterwarnings("ignore", r"torch\.sparse\.SparseTensor", UserWarning)
+        model = get_model(config["model"])(config, train_data._dataset)
+    return model.to(config["device"])
 
 
 def apply_test_mask(config: Any, train_data: Any, test_data: Any) -> None:
@@ -223,7 +242,7 @@ def _run(config: Config, saved: bool, resume_from: str | Path | None) -> dict[st
     train_data, valid_data, test_data = data_preparation(config, data)
 
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    net = get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    net = build_model(config, train_data)
     logger.info(net)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, net)
     resume = resume_from or config["resume_from"]

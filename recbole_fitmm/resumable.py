@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -268,9 +269,12 @@ class CheckpointMixin:
         start_epoch = getattr(self.model, "on_epoch_start", None)  # epoch-dependent schedules
         if start_epoch is not None:
             start_epoch(epoch_idx)
-        loss = super()._train_epoch(  # type: ignore[misc]
-            train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
-        )
+        with warnings.catch_warnings():
+            # RecBole's own epoch loop (NCL, RaCT, RecVAE) builds a deprecated GradScaler
+            warnings.filterwarnings("ignore", r".*torch\.cuda\.amp\.GradScaler", FutureWarning)
+            loss = super()._train_epoch(  # type: ignore[misc]
+                train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
+            )
         if self.eval_step <= 0 or (epoch_idx + 1) % self.eval_step:  # no evaluation follows
             if self._due(epoch_idx):
                 self._flush(epoch_idx, stopped=False)

@@ -97,7 +97,7 @@ class Trainer(CheckpointMixin, SyncFreeEpoch, RecBoleTrainer):
     """RecBole's ``Trainer`` with the plugin's checkpoints and epoch (general models)."""
 
 
-class TraditionalTrainer(CheckpointMixin, RecBoleTraditionalTrainer):
+class TraditionalTrainer(CheckpointMixin, SyncFreeEpoch, RecBoleTraditionalTrainer):
     """RecBole's ``TraditionalTrainer`` (one epoch: Pop, ItemKNN, EASE...) with checkpoints."""
 
 
