@@ -202,7 +202,7 @@ def run_recbole_fitmm(
     """
     config = build_config(model, dataset, config_file_list, config_dict)
     cpu = torch.device(config["device"]).type == "cpu"
-    with deterministic(bool(config["reproducibility"]) and cpu):
+    with deterministic(bool(config["reproducibility"]) and cpu), run_logging(config):
         try:
             return _run(config, saved, resume_from)
         except ModuleNotFoundError as err:  # a RecBole model's optional package (NCL: faiss)
@@ -231,9 +231,31 @@ def deterministic(enabled: bool) -> Iterator[None]:
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
 
 
+@contextmanager
+def run_logging(config: Any) -> Iterator[None]:
+    """RecBole's logging for one run: its handlers are removed when the run ends.
+
+    RecBole configures the root logger with ``logging.basicConfig``, which does nothing once the
+    root has handlers: without this, every later run in the same process (a comparison, a
+    search) would write into the first run's log file.
+
+    Args:
+        config: The run's configuration.
+    """
+    root = logging.getLogger()
+    before = set(root.handlers)
+    init_logger(config)
+    added = [handler for handler in root.handlers if handler not in before]
+    try:
+        yield
+    finally:
+        for handler in added:
+            root.removeHandler(handler)
+            handler.close()
+
+
 def _run(config: Config, saved: bool, resume_from: str | Path | None) -> dict[str, Any]:
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
     logger = logging.getLogger()
     logger.info(config)
 

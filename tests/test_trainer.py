@@ -285,3 +285,15 @@ def test_outputs_get_the_usual_file_mode(tmp_path: Path) -> None:
     os.umask(mask)
     path = atomic_write_text(tmp_path / "out.txt", "x")
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_each_run_logs_into_its_own_file(toy_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])  # as outside pytest: RecBole's basicConfig applies
+    values = toy_config(toy_root, epochs=1, state="INFO")
+    run_recbole_fitmm("Pop", "toy", config_dict=values)
+    run_recbole_fitmm("BPR", "toy", config_dict=values)
+    logs = {path.parent.name: path.read_text() for path in Path("log").glob("*/*.log")}
+    assert set(logs) == {"Pop", "BPR"}
+    assert "BPR(" in logs["BPR"] and "BPR(" not in logs["Pop"]  # BPR's run did not go to Pop's
+    assert root.handlers == []  # the run's handlers are gone after it
