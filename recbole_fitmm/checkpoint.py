@@ -187,6 +187,27 @@ def _last_checkpoints(checkpoint_dir: str | Path, model: str, dataset: str) -> l
     return sorted(found, key=lambda p: p.stat().st_mtime_ns, reverse=True)
 
 
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a folder's newest best checkpoint (its ``*.pth`` but ``*.last.pth``).
+
+    Args:
+        path: A ``.pth`` file or a ``checkpoint_dir``.
+
+    Returns:
+        The checkpoint file.
+
+    Raises:
+        CheckpointError: The folder holds no best checkpoint.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    best = [p for p in path.glob("*.pth") if not p.name.endswith(LAST_SUFFIX)]
+    if not best:
+        raise CheckpointError(f"{path} holds no best checkpoint (*.pth)")
+    return max(best, key=lambda p: p.stat().st_mtime_ns)
+
+
 def find_latest(checkpoint_dir: str | Path, model: str, dataset: str) -> Path:
     """The most recent "last" checkpoint of ``model`` on ``dataset`` in ``checkpoint_dir``.
 

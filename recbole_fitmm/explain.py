@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from recbole_fitmm.checkpoint import resolve_checkpoint
 from recbole_fitmm.errors import ConfigError, DataError, FITMMError
 from recbole_fitmm.inference import load_model, recommend
 from recbole_fitmm.io import atomic_write_text
@@ -173,7 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        config, model, _, train_data, _, _ = load_model(args.checkpoint, {"state": "ERROR"})
+        checkpoint = resolve_checkpoint(args.checkpoint)  # a file, or a folder's newest best
+        config, model, _, train_data, _, _ = load_model(checkpoint, {"state": "ERROR"})
         report = None
         if config["model"] == "FITMM":
             report = explain_fitmm(model)
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
                 atomic_write_text(args.json, json.dumps(report, indent=2) + "\n")
         if args.plots:
             dataset = train_data.dataset
-            files = write_plots(args.checkpoint, model, dataset, args.plots, report, args.cold_max)
+            files = write_plots(checkpoint, model, dataset, args.plots, report, args.cold_max)
             print("figures: " + ", ".join(str(f) for f in files))
         users = [u for u in args.recommend.split(",") if u]
         if users:

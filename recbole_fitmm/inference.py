@@ -16,7 +16,12 @@ import torch
 from recbole.data.interaction import Interaction
 from recbole.utils import init_seed
 
-from recbole_fitmm.checkpoint import check_dataset, load_weights, read_checkpoint
+from recbole_fitmm.checkpoint import (
+    check_dataset,
+    load_weights,
+    read_checkpoint,
+    resolve_checkpoint,
+)
 from recbole_fitmm.data.files import dataset_fingerprint
 from recbole_fitmm.errors import DataError
 from recbole_fitmm.quick_start import build_config, build_model, create_dataset, data_preparation
@@ -32,7 +37,8 @@ def load_model(
     the checkpoint was made from.
 
     Args:
-        path: A best or last checkpoint written by the plugin's trainer.
+        path: A best or last checkpoint written by the plugin's trainer, or a checkpoint folder
+            (its newest best checkpoint).
         config_overrides: Values that replace stored ones, e.g. ``{"data_path": ...}`` when the
             data moved, or ``{"gpu_id": ""}`` to load on the CPU.
 
@@ -44,6 +50,7 @@ def load_model(
         CheckpointError: The checkpoint is unreadable, or the data differ from the data it was
             made from.
     """
+    path = resolve_checkpoint(path)
     checkpoint = read_checkpoint(path)
     provenance = checkpoint["provenance"]
     values = dict(provenance["config_input"])

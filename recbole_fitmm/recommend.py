@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from recbole_fitmm.checkpoint import resolve_checkpoint
 from recbole_fitmm.errors import ConfigError, DataError, FITMMError
 from recbole_fitmm.inference import SCORE_BUDGET, load_model, top_k
 from recbole_fitmm.io import atomic_write
@@ -180,7 +181,7 @@ def default_output(checkpoint: str | Path, k: int, fmt: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Command line (module docstring); returns 0, or 2 after a one-line ``error: ...``."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint", help="a best or last checkpoint of the plugin's trainer")
+    parser.add_argument("checkpoint", help="a checkpoint, or a checkpoint folder (its newest best)")
     users = parser.add_mutually_exclusive_group()
     users.add_argument("--users", default=None, help="comma-separated raw user tokens")
     users.add_argument("--users-file", default=None, help="raw user tokens, one per line")
@@ -200,10 +201,11 @@ def main(argv: list[str] | None = None) -> int:
             tokens = [t.strip() for t in args.users.split(",") if t.strip()]
         elif args.users_file is not None:
             tokens = read_users_file(args.users_file)
-        _, model, dataset, train_data, _, _ = load_model(args.checkpoint, {"state": "ERROR"})
+        checkpoint = resolve_checkpoint(args.checkpoint)  # a file, or a folder's newest best
+        _, model, dataset, train_data, _, _ = load_model(checkpoint, {"state": "ERROR"})
         masked = train_data.dataset if args.mask == "train" else dataset
         uids = user_ids(masked, tokens)
-        out = Path(args.out) if args.out else default_output(args.checkpoint, args.k, args.format)
+        out = Path(args.out) if args.out else default_output(checkpoint, args.k, args.format)
         n = write_top_k(model, masked, uids, out, args.k, args.format, args.budget)
     except FITMMError as err:
         print(f"error: {err}", file=sys.stderr)

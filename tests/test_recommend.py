@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ import torch
 from recbole.data.interaction import Interaction
 
 from recbole_fitmm import recommend
+from recbole_fitmm.checkpoint import resolve_checkpoint
+from recbole_fitmm.errors import CheckpointError
 from recbole_fitmm.inference import load_model
 from recbole_fitmm.quick_start import run_recbole_fitmm
 from tests.conftest import SPLITS, toy_config
@@ -194,3 +198,15 @@ def test_an_interrupted_write_keeps_the_old_file(
     with pytest.raises(RuntimeError, match="killed"):
         recommend.write_top_k(model, train_data.dataset, uids, out, fmt="parquet", budget=500)
     assert out.read_text() == "previous" and list(tmp_path.iterdir()) == [out]
+
+
+def test_a_checkpoint_folder_means_its_newest_best_checkpoint(tmp_path: Path) -> None:
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    for name, age in (("A.pth", 30), ("B.pth", 10), ("B.last.pth", 0), ("C.pth.pending", 0)):
+        (folder / name).write_bytes(b"")
+        os.utime(folder / name, (time.time() - age, time.time() - age))
+    assert resolve_checkpoint(folder) == folder / "B.pth"
+    assert resolve_checkpoint(folder / "A.pth") == folder / "A.pth"
+    with pytest.raises(CheckpointError, match="holds no best checkpoint"):
+        resolve_checkpoint(tmp_path)
