@@ -6,9 +6,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
-from recbole_fitmm.data.synthetic import SyntheticSpec, generate, write_atomic
+from recbole_fitmm.data.synthetic import SyntheticData, SyntheticSpec, generate, write_atomic
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SPLITS = ["train", "valid", "test"]
@@ -24,6 +25,40 @@ TOY_SPEC = SyntheticSpec(
 )
 
 
+#: The model contract's "known best item" data: groups x items per group x users per group.
+KNOWN_GROUPS, KNOWN_GROUP_ITEMS, KNOWN_GROUP_USERS = 4, 10, 10
+
+
+def known_best_data() -> SyntheticData:
+    """Users in disjoint groups whose held-out item is the one group item they have not seen.
+
+    User ``j`` of group ``g`` trains on 8 of the group's 10 items; item ``(j mod 10)`` of the group
+    is its valid item and item ``(j + 1 mod 10)`` its test item, so once training and valid items
+    are masked, the test item is the user's only unseen item of its own group: the known best
+    item. Every item is trained by 8 users (equal popularity, so popularity cannot find it), and
+    both feature modalities carry the item's group (a random direction per group plus 10% noise).
+    """
+    rows = []
+    for g in range(KNOWN_GROUPS):
+        items = g * KNOWN_GROUP_ITEMS + np.arange(KNOWN_GROUP_ITEMS)
+        for j in range(KNOWN_GROUP_USERS):
+            user = g * KNOWN_GROUP_USERS + j
+            valid, test = items[j % len(items)], items[(j + 1) % len(items)]
+            rows += [(user, int(i), 0) for i in items if i not in (valid, test)]
+            rows += [(user, int(valid), 1), (user, int(test), 2)]
+    rng = np.random.default_rng(0)
+    groups = np.eye(KNOWN_GROUPS)[np.repeat(np.arange(KNOWN_GROUPS), KNOWN_GROUP_ITEMS)]
+    features = {
+        name: (
+            groups @ rng.normal(size=(KNOWN_GROUPS, dim))
+            + 0.1 * rng.normal(size=(len(groups), dim))
+        ).astype(np.float32)
+        for name, dim in (("image", 8), ("text", 6))
+    }
+    users = np.eye(KNOWN_GROUPS)[np.repeat(np.arange(KNOWN_GROUPS), KNOWN_GROUP_USERS)]
+    return SyntheticData(np.array(rows, dtype=np.int64), features, users, groups)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """RecBole writes log/, log_tensorboard/ and saved/ into the cwd and reads sys.argv."""
@@ -36,6 +71,14 @@ def toy_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Folder holding the read-only ``toy`` dataset (benchmark split files + 2 modalities)."""
     root = tmp_path_factory.mktemp("data")
     write_atomic(generate(TOY_SPEC), root, "toy")
+    return root
+
+
+@pytest.fixture(scope="session")
+def known_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Folder holding the read-only ``known`` dataset (:func:`known_best_data`)."""
+    root = tmp_path_factory.mktemp("known")
+    write_atomic(known_best_data(), root, "known")
     return root
 
 

@@ -6,16 +6,20 @@ Adding a model takes three lines in ``tests/test_models.py``::
         model_name = "MyModel"
         overrides = {"learning_rate": 0.01}   # optional
 
-The mixin trains the model once per class on the generated ``toy`` dataset (4 latent topics,
-image + text features; ``tests/conftest.py``) on the CPU and checks:
+The mixin prepares the generated ``toy`` dataset (4 latent topics, image + text features;
+``tests/conftest.py``) once per class, trains the model on it once on the CPU, trains it once more
+on the hand-made ``known`` dataset (users in disjoint item groups,
+``tests/conftest.py::known_best_data``), and checks:
 
 * the loss is a finite scalar and a few optimiser steps on one batch lower it;
 * after a short fit the model beats popularity (RecBole's ``Pop``) on valid Recall@20 and NDCG@20;
+* after a short fit on ``known``, every user's known best item (the one unseen item of the user's
+  group) is ranked first once training and valid items are masked;
 * ``full_sort_predict`` agrees with ``predict`` on the same (user, item) pairs;
 * evaluation is deterministic: two evaluations (and two fresh forward passes) are identical;
 * the evaluation cache is dropped when training resumes (plugin models);
 * a ``state_dict`` save/load round trip reproduces the scores exactly;
-* the same seed builds the same model;
+* the same seed builds the same model (and another seed another one);
 * after the trainer's masking, PAD item 0 and the user's training items never reach the top-K.
 """
 
@@ -36,12 +40,12 @@ from recbole_fitmm.config import Config
 from recbole_fitmm.quick_start import create_dataset, data_preparation
 from recbole_fitmm.registry import get_model, is_plugin_model
 from recbole_fitmm.trainer import get_trainer
-from tests.conftest import toy_config
+from tests.conftest import KNOWN_GROUP_ITEMS, KNOWN_GROUPS, toy_config
 
 #: Training setup of the contract fit: small batches and a high learning rate, so a few epochs
-#: on the toy data are enough to learn its topic structure.
+#: on the toy data are enough to learn its topic structure (a test class may ask for more).
 FIT_CONFIG: dict[str, Any] = {
-    "epochs": 10,
+    "epochs": 5,
     "stopping_step": 10,
     "train_batch_size": 256,
     "learning_rate": 0.01,
@@ -49,6 +53,14 @@ FIT_CONFIG: dict[str, Any] = {
     "topk": [10, 20],
 }
 TOP_K = 20
+#: Training setup of the ``known`` fit: 5 batches per epoch; every model ranks every user's known
+#: best item first from about the 6th epoch on (BPR is the slowest), and keeps doing so.
+KNOWN_CONFIG: dict[str, Any] = {
+    "epochs": 10,
+    "eval_step": 10,  # validated once, after the last epoch
+    "train_batch_size": 64,
+    "learning_rate": 0.02,
+}
 
 
 @dataclass
@@ -64,48 +76,71 @@ class Fitted:
     valid_result: dict[str, float]
 
 
-def _build(model_name: str, root: Path, workdir: Path, overrides: dict[str, Any]) -> tuple:
-    """Config, dataloaders, a freshly initialised model and its trainer (inside ``workdir``)."""
+@dataclass
+class Prepared:
+    """A model's configuration and dataloaders (built once per test class)."""
+
+    config: Any
+    train_data: Any
+    valid_data: Any
+    test_data: Any
+
+
+def prepare(
+    model_name: str, root: Path, workdir: Path, overrides: dict[str, Any], dataset: str = "toy"
+) -> Prepared:
+    """Configuration and dataloaders of ``model_name`` on ``root/dataset`` (inside ``workdir``)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)
         patch.setattr(sys, "argv", ["pytest"])
-        config = Config(
-            model_name, "toy", config_dict=toy_config(root, **{**FIT_CONFIG, **overrides})
-        )
+        values = toy_config(root, **{**FIT_CONFIG, **overrides})
+        config = Config(model_name, dataset, config_dict=values)
         init_seed(config["seed"], config["reproducibility"])
-        train_data, valid_data, test_data = data_preparation(config, create_dataset(config))
-        init_seed(config["seed"], config["reproducibility"])
-        model = get_model(model_name)(config, train_data._dataset).to(config["device"])
-        trainer = get_trainer(config["MODEL_TYPE"], model_name)(config, model)
-    return config, train_data, valid_data, test_data, model, trainer
+        return Prepared(config, *data_preparation(config, create_dataset(config)))
 
 
-def fit(model_name: str, root: Path, workdir: Path, overrides: dict[str, Any]) -> Fitted:
-    """Train ``model_name`` with the contract setup and evaluate it on valid.
+def new_model(data: Prepared, workdir: Path, seed: int | None = None) -> tuple[Any, Any]:
+    """A freshly initialised model (seeded with the config's seed or ``seed``) and its trainer."""
+    config = data.config
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(workdir)
+        init_seed(config["seed"] if seed is None else seed, config["reproducibility"])
+        model = get_model(config["model"])(config, data.train_data._dataset)
+        model = model.to(config["device"])
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    return model, trainer
+
+
+def fit(data: Prepared, workdir: Path) -> Fitted:
+    """Train a fresh model with the contract setup and evaluate it on valid.
 
     Args:
-        model_name: Plugin or RecBole model name.
-        root: Folder holding the ``toy`` dataset.
+        data: The model's configuration and dataloaders.
         workdir: Folder RecBole may write logs and checkpoints into.
-        overrides: Per-model configuration values.
 
     Returns:
         The trained model and its data.
     """
-    config, train_data, valid_data, test_data, model, trainer = _build(
-        model_name, root, workdir, overrides
-    )
+    model, trainer = new_model(data, workdir)
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)
-        trainer.fit(train_data, valid_data, saved=False, show_progress=False)
-        valid_result = trainer.evaluate(valid_data, load_best_model=False)
-    return Fitted(config, train_data, valid_data, test_data, model, trainer, dict(valid_result))
+        trainer.fit(data.train_data, data.valid_data, saved=False, show_progress=False)
+        valid_result = trainer.evaluate(data.valid_data, load_best_model=False)
+    return Fitted(
+        data.config,
+        data.train_data,
+        data.valid_data,
+        data.test_data,
+        model,
+        trainer,
+        dict(valid_result),
+    )
 
 
 @lru_cache(maxsize=None)
 def popularity_result(root: str, workdir: str) -> dict[str, float]:
     """Valid metrics of RecBole's ``Pop`` on the toy data (computed once per session)."""
-    return fit("Pop", Path(root), Path(workdir), {"epochs": 1}).valid_result
+    return fit(prepare("Pop", Path(root), Path(workdir), {"epochs": 1}), Path(workdir)).valid_result
 
 
 def score_users(model: Any, users: torch.Tensor, uid_field: str) -> torch.Tensor:
@@ -123,12 +158,25 @@ class ModelContract:
 
     # ------------------------------------------------------------------ fixtures
     @pytest.fixture(scope="class")
-    def fitted(self, toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Fitted:
-        return fit(self.model_name, toy_root, tmp_path_factory.mktemp("fit"), self.overrides)
+    def prepared(self, toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Prepared:
+        return prepare(self.model_name, toy_root, tmp_path_factory.mktemp("data"), self.overrides)
+
+    @pytest.fixture(scope="class")
+    def fitted(self, prepared: Prepared, tmp_path_factory: pytest.TempPathFactory) -> Fitted:
+        return fit(prepared, tmp_path_factory.mktemp("fit"))
+
+    @pytest.fixture(scope="class")
+    def known(self, known_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Fitted:
+        workdir = tmp_path_factory.mktemp("known")
+        overrides = {**self.overrides, **KNOWN_CONFIG}  # one training setup for all models
+        return fit(prepare(self.model_name, known_root, workdir, overrides, "known"), workdir)
 
     @pytest.fixture
-    def fresh(self, toy_root: Path, tmp_path: Path) -> tuple:
-        return _build(self.model_name, toy_root, tmp_path, self.overrides)
+    def fresh(self, prepared: Prepared, tmp_path: Path) -> tuple:
+        """A freshly initialised model on the class's dataloaders."""
+        model, trainer = new_model(prepared, tmp_path)
+        p = prepared
+        return p.config, p.train_data, p.valid_data, p.test_data, model, trainer
 
     @pytest.fixture
     def users(self) -> torch.Tensor:
@@ -156,6 +204,24 @@ class ModelContract:
         pop = popularity_result(str(toy_root), str(workdir))
         for metric in ("recall@20", "ndcg@20"):
             assert fitted.valid_result[metric] > pop[metric], (metric, fitted.valid_result, pop)
+
+    def test_known_best_item_ranked_first(self, known: Fitted) -> None:
+        uid, iid = known.config["USER_ID_FIELD"], known.config["ITEM_ID_FIELD"]
+        test = known.test_data._dataset.inter_feat
+        users, best = test[uid], test[iid]
+        assert users.unique().numel() == users.numel() == known.train_data._dataset.user_num - 1
+        seen = sum(
+            loader._dataset.inter_matrix(form="csr").toarray()
+            for loader in (known.train_data, known.valid_data)
+        )
+        known.model.eval()
+        scores = score_users(known.model, users, uid)
+        scores[:, 0] = -torch.inf  # PAD
+        scores[torch.from_numpy(seen[users.numpy()] > 0)] = -torch.inf
+        unseen = KNOWN_GROUPS * KNOWN_GROUP_ITEMS - (KNOWN_GROUP_ITEMS - 1)  # 1 own, 30 others
+        assert torch.isfinite(scores).sum(1).tolist() == [unseen] * users.numel()
+        ranked_first = scores.argmax(dim=1)
+        assert torch.equal(ranked_first, best), (ranked_first != best).sum()
 
     # ------------------------------------------------------------------ scoring
     def test_full_sort_agrees_with_predict(self, fitted: Fitted, users: torch.Tensor) -> None:
@@ -208,22 +274,23 @@ class ModelContract:
 
     # ------------------------------------------------------------------ persistence
     def test_state_dict_round_trip(
-        self, fitted: Fitted, toy_root: Path, tmp_path: Path, users: torch.Tensor
+        self, fitted: Fitted, prepared: Prepared, tmp_path: Path, users: torch.Tensor
     ) -> None:
         model, uid = fitted.model, fitted.config["USER_ID_FIELD"]
         model.eval()
         expected = score_users(model, users, uid)
         path = tmp_path / "weights.pt"
         torch.save(model.state_dict(), path)
-        overrides = {**self.overrides, "seed": 12345}  # a different initialisation
-        *_, restored, _trainer = _build(self.model_name, toy_root, tmp_path, overrides)
+        restored, _trainer = new_model(prepared, tmp_path, seed=12345)  # another initialisation
         restored.load_state_dict(torch.load(path, weights_only=True))
         restored.eval()
         assert torch.equal(expected, score_users(restored, users, uid))
 
-    def test_same_seed_same_model(self, fresh: tuple, toy_root: Path, tmp_path: Path) -> None:
+    def test_same_seed_same_model(self, fresh: tuple, prepared: Prepared, tmp_path: Path) -> None:
         *_, model, _trainer = fresh
-        *_, again, _ = _build(self.model_name, toy_root, tmp_path, self.overrides)
+        again, _ = new_model(prepared, tmp_path)
+        other, _ = new_model(prepared, tmp_path, seed=12345)
+        assert not all(torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters()))
         first, second = model.state_dict(), again.state_dict()
         assert first.keys() == second.keys()
         assert all(torch.equal(first[key], second[key]) for key in first)
