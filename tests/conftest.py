@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from recbole_fitmm.data.synthetic import SyntheticData, SyntheticSpec, generate, write_atomic
 
@@ -98,3 +100,24 @@ def toy_config(root: Path, **overrides: Any) -> dict[str, Any]:
     }
     config.update(overrides)
     return config
+
+
+def device_params() -> list[Any]:
+    """The devices the device-parametrised tests run on, as pytest params.
+
+    ``cpu`` always; ``cuda`` marked ``device`` and skipped without a CUDA device.
+    ``RECBOLE_FITMM_DEVICES=cuda`` (benchmarks/gpu_check.sh) keeps only the CUDA cases.
+    """
+    wanted = os.environ.get("RECBOLE_FITMM_DEVICES", "cpu,cuda").split(",")
+    no_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+    params = []
+    if "cpu" in wanted:
+        params.append(pytest.param("cpu", id="cpu"))
+    if "cuda" in wanted:
+        params.append(pytest.param("cuda", id="cuda", marks=[pytest.mark.device, no_cuda]))
+    return params
+
+
+def gpu_id(device: str) -> str:
+    """RecBole's ``gpu_id`` for a device: ``""`` (CPU) or ``"0"``."""
+    return "0" if device == "cuda" else ""

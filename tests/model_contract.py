@@ -21,6 +21,9 @@ on the hand-made ``known`` dataset (users in disjoint item groups,
 * a ``state_dict`` save/load round trip reproduces the scores exactly;
 * the same seed builds the same model (and another seed another one);
 * after the trainer's masking, PAD item 0 and the user's training items never reach the top-K.
+
+Every check runs on the CPU and, when one is present, on a CUDA device (``device`` fixture;
+``benchmarks/gpu_check.sh`` runs the CUDA cases alone).
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from recbole_fitmm.config import Config
 from recbole_fitmm.quick_start import create_dataset, data_preparation
 from recbole_fitmm.registry import get_model, is_plugin_model
 from recbole_fitmm.trainer import get_trainer
-from tests.conftest import KNOWN_GROUP_ITEMS, KNOWN_GROUPS, toy_config
+from tests.conftest import KNOWN_GROUP_ITEMS, KNOWN_GROUPS, device_params, gpu_id, toy_config
 
 #: Training setup of the contract fit: small batches and a high learning rate, so a few epochs
 #: on the toy data are enough to learn its topic structure (a test class may ask for more).
@@ -87,13 +90,18 @@ class Prepared:
 
 
 def prepare(
-    model_name: str, root: Path, workdir: Path, overrides: dict[str, Any], dataset: str = "toy"
+    model_name: str,
+    root: Path,
+    workdir: Path,
+    overrides: dict[str, Any],
+    dataset: str = "toy",
+    device: str = "cpu",
 ) -> Prepared:
     """Configuration and dataloaders of ``model_name`` on ``root/dataset`` (inside ``workdir``)."""
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(workdir)
         patch.setattr(sys, "argv", ["pytest"])
-        values = toy_config(root, **{**FIT_CONFIG, **overrides})
+        values = toy_config(root, **{**FIT_CONFIG, **overrides, "gpu_id": gpu_id(device)})
         config = Config(model_name, dataset, config_dict=values)
         init_seed(config["seed"], config["reproducibility"])
         return Prepared(config, *data_preparation(config, create_dataset(config)))
@@ -145,8 +153,9 @@ def popularity_result(root: str, workdir: str) -> dict[str, float]:
 
 def score_users(model: Any, users: torch.Tensor, uid_field: str) -> torch.Tensor:
     """``full_sort_predict`` of ``users`` reshaped to [B, n_items], without gradients."""
+    device = next(model.parameters()).device
     with torch.no_grad():
-        scores = model.full_sort_predict(Interaction({uid_field: users}))
+        scores = model.full_sort_predict(Interaction({uid_field: users.to(device)}))
     return scores.view(users.numel(), -1)
 
 
@@ -157,19 +166,30 @@ class ModelContract:
     overrides: ClassVar[dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ fixtures
+    @pytest.fixture(scope="class", params=device_params())
+    def device(self, request: pytest.FixtureRequest) -> str:
+        """Every check runs on the CPU, and on CUDA when a device is present."""
+        return request.param
+
     @pytest.fixture(scope="class")
-    def prepared(self, toy_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Prepared:
-        return prepare(self.model_name, toy_root, tmp_path_factory.mktemp("data"), self.overrides)
+    def prepared(
+        self, device: str, toy_root: Path, tmp_path_factory: pytest.TempPathFactory
+    ) -> Prepared:
+        workdir = tmp_path_factory.mktemp("data")
+        return prepare(self.model_name, toy_root, workdir, self.overrides, device=device)
 
     @pytest.fixture(scope="class")
     def fitted(self, prepared: Prepared, tmp_path_factory: pytest.TempPathFactory) -> Fitted:
         return fit(prepared, tmp_path_factory.mktemp("fit"))
 
     @pytest.fixture(scope="class")
-    def known(self, known_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Fitted:
+    def known(
+        self, device: str, known_root: Path, tmp_path_factory: pytest.TempPathFactory
+    ) -> Fitted:
         workdir = tmp_path_factory.mktemp("known")
         overrides = {**self.overrides, **KNOWN_CONFIG}  # one training setup for all models
-        return fit(prepare(self.model_name, known_root, workdir, overrides, "known"), workdir)
+        data = prepare(self.model_name, known_root, workdir, overrides, "known", device)
+        return fit(data, workdir)
 
     @pytest.fixture
     def fresh(self, prepared: Prepared, tmp_path: Path) -> tuple:
@@ -217,10 +237,10 @@ class ModelContract:
         known.model.eval()
         scores = score_users(known.model, users, uid)
         scores[:, 0] = -torch.inf  # PAD
-        scores[torch.from_numpy(seen[users.numpy()] > 0)] = -torch.inf
+        scores[torch.from_numpy(seen[users.numpy()] > 0).to(scores.device)] = -torch.inf
         unseen = KNOWN_GROUPS * KNOWN_GROUP_ITEMS - (KNOWN_GROUP_ITEMS - 1)  # 1 own, 30 others
         assert torch.isfinite(scores).sum(1).tolist() == [unseen] * users.numel()
-        ranked_first = scores.argmax(dim=1)
+        ranked_first = scores.argmax(dim=1).cpu()
         assert torch.equal(ranked_first, best), (ranked_first != best).sum()
 
     # ------------------------------------------------------------------ scoring
@@ -235,7 +255,7 @@ class ModelContract:
                 config["USER_ID_FIELD"]: users.repeat_interleave(n_items),
                 config["ITEM_ID_FIELD"]: torch.arange(n_items).repeat(users.numel()),
             }
-        )
+        ).to(config["device"])
         with torch.no_grad():
             single = model.predict(pairs).view(users.numel(), n_items)
         torch.testing.assert_close(single.float(), full.float(), rtol=1e-5, atol=1e-5)
@@ -270,7 +290,7 @@ class ModelContract:
         assert not torch.equal(before, after)
         with torch.no_grad():
             user_e, item_e = model.compute_representations()
-        torch.testing.assert_close(after, user_e[users] @ item_e.T)
+        torch.testing.assert_close(after, user_e[users.to(user_e.device)] @ item_e.T)
 
     # ------------------------------------------------------------------ persistence
     def test_state_dict_round_trip(
