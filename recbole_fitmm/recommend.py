@@ -5,12 +5,15 @@
     python -m recbole_fitmm.recommend CKPT --users-file users.txt --format parquet --mask all
 
 One row per (user, rank): ``user`` and ``item`` as raw tokens, ``rank`` from 1, ``score`` the
-model's score (float32). Masked items never appear: with ``--mask train`` (default, the paper's
-test protocol) the user's training items, with ``--mask all`` every item the user interacted
-with in train, valid or test. Users are scored in batches of at most ``--budget`` scores and the
-rows streamed to a temporary file in the target folder that is renamed when complete, so memory
-stays bounded and an interrupted run leaves no partial file. Works for every plugin model and
-RecBole general model (:func:`recbole_fitmm.inference.top_k`).
+model's score (float32). ``--original-ids``: for a dataset made by ``python -m
+recbole_fitmm.prepare``, users are given and users and items written as the ids of the original
+file, through the id maps beside the split files. Masked items never appear: with
+``--mask train`` (default, the paper's test protocol) the user's training items, with
+``--mask all`` every item the user interacted with in train, valid or test. Users are scored in
+batches of at most ``--budget`` scores and the rows streamed to a temporary file in the target
+folder that is renamed when complete, so memory stays bounded and an interrupted run leaves no
+partial file. Works for every plugin model and RecBole general model
+(:func:`recbole_fitmm.inference.top_k`).
 """
 
 from __future__ import annotations
@@ -68,6 +71,26 @@ def user_ids(dataset: Any, tokens: Sequence[str] | None = None) -> np.ndarray:
     return np.asarray([token2id[t] for t in tokens], dtype=np.int64)
 
 
+def read_id_map(path: Path) -> dict[str, str]:
+    """An id map of ``prepare`` (tab-separated, header, columns raw id and new id): new -> raw.
+
+    Args:
+        path: ``u_id_mapping.csv`` or ``i_id_mapping.csv`` beside the split files.
+
+    Returns:
+        New id token -> original id.
+
+    Raises:
+        DataError: The file is missing or has not two columns.
+    """
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: --original-ids needs the id maps of prepare")
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()[1:] if line]
+    if any(len(row) != 2 for row in rows):
+        raise DataError(f"{path}: expected two tab-separated columns (original id, new id)")
+    return {new.strip(): raw.strip() for raw, new in rows}
+
+
 def read_users_file(path: str | Path) -> list[str]:
     """Raw user tokens of a text file: one per line (or comma-separated), blank lines skipped.
 
@@ -82,11 +105,19 @@ def read_users_file(path: str | Path) -> list[str]:
 
 
 def _rows(
-    model: Any, dataset: Any, uids: np.ndarray, k: int, budget: int
+    model: Any,
+    dataset: Any,
+    uids: np.ndarray,
+    k: int,
+    budget: int,
+    id_maps: list[dict[str, str]] | None = None,
 ) -> Iterator[pa.RecordBatch]:
     """The output rows, one record batch per scored batch of users."""
-    user_tokens = dataset.field2id_token[dataset.uid_field]
-    item_tokens = dataset.field2id_token[dataset.iid_field]
+    user_tokens = dataset.field2id_token[dataset.uid_field].astype(str)
+    item_tokens = dataset.field2id_token[dataset.iid_field].astype(str)
+    if id_maps is not None:  # tokens of the dataset -> ids of the original file
+        user_tokens = np.asarray([id_maps[0].get(t, t) for t in user_tokens])
+        item_tokens = np.asarray([id_maps[1].get(t, t) for t in item_tokens])
     for batch, items, scores in top_k(model, dataset, uids, k, budget):
         kept = items >= 0
         row, col = np.nonzero(kept)
@@ -132,6 +163,7 @@ def write_top_k(
     k: int = 20,
     fmt: str = "csv",
     budget: int = SCORE_BUDGET,
+    id_maps: list[dict[str, str]] | None = None,
 ) -> int:
     """Write the top-k items of users to ``path`` (columns ``user, rank, item, score``).
 
@@ -144,6 +176,7 @@ def write_top_k(
         k: Items per user (>= 1); fewer rows for a user with fewer unmasked items.
         fmt: ``csv`` or ``parquet``.
         budget: Largest number of scores held at once.
+        id_maps: ``[users, items]`` token -> original id (:func:`read_id_map`), or ``None``.
 
     Returns:
         Number of rows written.
@@ -158,7 +191,7 @@ def write_top_k(
     model.eval()
     writer = _write_csv if fmt == "csv" else _write_parquet
     written: list[int] = []
-    rows = _rows(model, dataset, uids, k, budget)
+    rows = _rows(model, dataset, uids, k, budget, id_maps)
     atomic_write(path, lambda handle: written.append(writer(rows, handle)))
     return written[0]
 
@@ -192,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", default=None, help="default: <checkpoint>.top<k>.<format>")
     parser.add_argument("--budget", type=int, default=SCORE_BUDGET, help="scores held at once")
+    parser.add_argument(
+        "--original-ids", action="store_true", help="ids of prepare's input (its id maps)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.k < 1 or args.budget < 1:
@@ -202,11 +238,17 @@ def main(argv: list[str] | None = None) -> int:
         elif args.users_file is not None:
             tokens = read_users_file(args.users_file)
         checkpoint = resolve_checkpoint(args.checkpoint)  # a file, or a folder's newest best
-        _, model, dataset, train_data, _, _ = load_model(checkpoint, {"state": "ERROR"})
+        config, model, dataset, train_data, _, _ = load_model(checkpoint, {"state": "ERROR"})
         masked = train_data.dataset if args.mask == "train" else dataset
+        maps = None
+        if args.original_ids:
+            folder = Path(config["data_path"])
+            maps = [read_id_map(folder / f"{side}_id_mapping.csv") for side in ("u", "i")]
+            to_new = {raw: new for new, raw in maps[0].items()}
+            tokens = None if tokens is None else [to_new.get(t, f"{t} (unknown)") for t in tokens]
         uids = user_ids(masked, tokens)
         out = Path(args.out) if args.out else default_output(checkpoint, args.k, args.format)
-        n = write_top_k(model, masked, uids, out, args.k, args.format, args.budget)
+        n = write_top_k(model, masked, uids, out, args.k, args.format, args.budget, maps)
     except FITMMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -210,3 +210,37 @@ def test_a_checkpoint_folder_means_its_newest_best_checkpoint(tmp_path: Path) ->
     assert resolve_checkpoint(folder / "A.pth") == folder / "A.pth"
     with pytest.raises(CheckpointError, match="holds no best checkpoint"):
         resolve_checkpoint(tmp_path)
+
+
+def test_original_ids_go_through_the_id_maps(trained: dict[str, Any], tmp_path: Path) -> None:
+    """A dataset made by prepare: users given and rows written in the original file's ids."""
+    data = tmp_path / "data" / "toy"
+    data.mkdir(parents=True)
+    for file in (trained["root"] / "toy").iterdir():
+        (data / file.name).write_bytes(file.read_bytes())
+    dataset = trained["dataset"]
+    for side, field in (("u", dataset.uid_field), ("i", dataset.iid_field)):
+        tokens = dataset.field2id_token[field][1:]
+        lines = ["raw\tnew", *(f"orig-{side}{t}\t{t}" for t in tokens)]
+        (data / f"{side}_id_mapping.csv").write_text("\n".join(lines) + "\n")
+    checkpoint = str(trained["checkpoint"])
+    out = tmp_path / "top.csv"
+    loaded = recommend.main(
+        [checkpoint, "--users", "orig-u1,orig-u2", "--k", "5", "--original-ids", "--out", str(out)]
+    )
+    assert loaded == 2  # the checkpoint's data_path still names the toy folder: maps missing
+    args = [checkpoint, "--users", "orig-u1,orig-u2", "--k", "5", "--original-ids"]
+    with pytest.MonkeyPatch.context() as patch:  # point the run at the copy with the maps
+        real = recommend.load_model
+        patch.setattr(
+            recommend,
+            "load_model",
+            lambda path, overrides: real(path, {**overrides, "data_path": str(data.parent)}),
+        )
+        assert recommend.main([*args, "--out", str(out)]) == 0
+    rows = read_csv(out)
+    expected = brute_force(trained, ["train"], 5)
+    assert list(rows) == ["orig-u1", "orig-u2"]
+    for user in ("1", "2"):
+        got = [(item, score) for item, score in rows[f"orig-u{user}"]]
+        assert [item for item, _ in got] == [f"orig-i{item}" for item, _ in expected[user]]
