@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from recbole_fitmm.cli import format_results, parse_overrides
-from recbole_fitmm.compare import PAIRED_TESTS, assemble, compare
-from recbole_fitmm.errors import FITMMError
+from recbole_fitmm.compare import DEFAULT_TEST, PAIRED_TESTS, assemble, compare
+from recbole_fitmm.errors import ConfigError, FITMMError
 from recbole_fitmm.quick_start import run_recbole_fitmm
 from recbole_fitmm.tuning import ALGORITHMS, tune, write_result
+from recbole_fitmm.tuning_ray import RayResources, tune_ray
 
 
 def _names(text: str) -> list[str]:
@@ -93,7 +95,9 @@ def compare_main(argv: list[str] | None = None) -> int:
         "--config_files", nargs="+", default=[], help="yaml files (space-separated)"
     )
     parser.add_argument("--out", default=None, help="output folder (results/compare_<dataset>)")
-    parser.add_argument("--test", choices=PAIRED_TESTS, default="wilcoxon", help="paired test")
+    parser.add_argument(
+        "--test", choices=PAIRED_TESTS, default=DEFAULT_TEST, help="paired test (default twolevel)"
+    )
     parser.add_argument("--keep_checkpoints", action="store_true", help="keep run checkpoints")
     parser.add_argument(
         "--from_runs", nargs="+", default=None, help="build the table from stored runs only"
@@ -133,21 +137,32 @@ def compare_main(argv: list[str] | None = None) -> int:
 
 
 HYPER_MAIN_DESCRIPTION = (
-    "Tune any model (plugin or RecBole) on validation with RecBole's HyperTuning."
+    "Tune any model (plugin or RecBole) on validation: one trial after another (hyperopt) or "
+    "parallel and resumable trials (Ray Tune)."
 )
 
 
 def hyper_main(argv: list[str] | None = None) -> int:
-    """Tune any model (plugin or RecBole) on validation with RecBole's HyperTuning.
+    """Tune any model (plugin or RecBole) on validation.
 
         python run_hyper.py --model=FITMM --dataset=mmsynth \\
             --params_file=properties/hyper/FITMM.hyper
-        python run_hyper.py --model=LightGCN --dataset=tiktok --algo=random --max_evals=20 \
+        python run_hyper.py --model=LightGCN --dataset=tiktok --algo=random --max_evals=20 \\
             --params_file=properties/hyper/LightGCN.hyper --epochs=100
+        python run_hyper.py --model=BPR --dataset=mmsynth --tool=ray --cpus=2 --cpus_per_trial=1
 
-    Remaining ``--key=value`` arguments are fixed configuration values for every trial; tuned
-    parameters always win over them. The result (best parameters chosen on validation, their test
-    metrics, every trial) is written as JSON to ``--output_file``.
+    ``--tool=hyperopt`` (default) runs RecBole's ``HyperTuning``, one trial after another.
+    ``--tool=ray`` runs the trials in parallel in a local Ray started for the search (``--cpus``,
+    default: the machine's cores; ``--cpus_per_trial``, default 1, also the torch threads of a
+    trial; ``--gpus_per_trial``, may be fractional) or on the cluster at ``--address=host:port``.
+    Its experiment folder is ``ray/<model>_<dataset>`` beside the output file; running the same
+    command again after an interruption reuses every finished trial stored there. A failing trial
+    is listed with its error and the search goes on.
+
+    Remaining ``--key=value`` arguments are fixed configuration values for every trial (e.g.
+    ``--epochs=50`` caps every trial's epochs); tuned parameters always win over them. The
+    result (best parameters chosen on validation, their test metrics, every trial) is written as
+    JSON to ``--output_file``. Exit status 1 when no trial succeeded, 130 when interrupted.
     """
     parser = argparse.ArgumentParser(description=HYPER_MAIN_DESCRIPTION)
     parser.add_argument("--model", "-m", default="FITMM")
@@ -162,25 +177,58 @@ def hyper_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output_file", default=None, help="default: results/hyper_<model>_<dataset>.json"
     )
+    parser.add_argument("--tool", default="hyperopt", choices=("hyperopt", "ray"))
+    ray_options = parser.add_argument_group("Ray Tune (--tool=ray)")
+    ray_options.add_argument("--cpus", type=int, default=None, help="default: all cores")
+    ray_options.add_argument("--cpus_per_trial", type=float, default=None, help="default: 1")
+    ray_options.add_argument("--gpus_per_trial", type=float, default=None, help="default: 0")
+    ray_options.add_argument("--address", default=None, help="join this Ray cluster")
     args, rest = parser.parse_known_args(argv)
     params_file = args.params_file or f"properties/hyper/{args.model}.hyper"
-    output = args.output_file or f"results/hyper_{args.model}_{args.dataset}.json"
+    output = Path(args.output_file or f"results/hyper_{args.model}_{args.dataset}.json")
+    given = [
+        name
+        for name in ("cpus", "cpus_per_trial", "gpus_per_trial", "address")
+        if getattr(args, name) is not None
+    ]
     try:
-        result = tune(
-            args.model,
-            args.dataset,
-            params_file,
+        if args.tool == "hyperopt" and given:
+            raise ConfigError(f"--{given[0]} needs --tool=ray")
+        search = dict(
             algo=args.algo,
             max_evals=args.max_evals,
             early_stop=args.early_stop,
             config_file_list=args.config_files.split() or None,
             fixed=parse_overrides(rest),
         )
+        if args.tool == "ray":
+            resources = RayResources(
+                cpus=args.cpus,
+                cpus_per_trial=1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
+                gpus_per_trial=args.gpus_per_trial or 0.0,
+                address=args.address,
+            )
+            result = tune_ray(
+                args.model,
+                args.dataset,
+                params_file,
+                resources=resources,
+                out_dir=output.parent,
+                **search,
+            )
+        else:
+            result = tune(args.model, args.dataset, params_file, **search)
     except FITMMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     write_result(result, output)
-    print(f"\nbest parameters (selected on validation): {result.best_params}\n")
+    failed = sum(trial["status"] != "ok" for trial in result.trials)
+    print(f"\n{len(result.trials)} trials ({failed} failed) written to {output}")
+    if not result.complete:
+        print("interrupted: run the same command again to continue", file=sys.stderr)
+    if not result.best_params:
+        print("error: no trial succeeded", file=sys.stderr)
+        return 1
+    print(f"best parameters (selected on validation): {result.best_params}\n")
     print(format_results({"valid": result.best_valid_result, "test": result.test_result}))
-    print(f"\n{len(result.trials)} trials written to {output}")
-    return 0
+    return 0 if result.complete else 130

@@ -1,11 +1,13 @@
 """Statistics and tables of a model comparison (:mod:`recbole_fitmm.compare` runs the models).
 
-* :class:`RunRecord` / :class:`PerUser` — one (model, seed) run and its per-user test metrics;
-  saved to and read back from ``<out>/runs/`` so finished runs are reused;
+* :class:`RunRecord` / :class:`PerUser` — one (model, seed) run, its per-user test metrics and
+  training-interaction counts; stored in ``<out>/runs/`` so finished runs are reused;
 * :func:`summarise` — mean ± sample std over seeds, the best model on **valid** Recall@20 and a
-  paired test (Wilcoxon signed-rank or paired t-test) of it against every other model over
-  per-user test Recall@20, users aligned by raw id and averaged over seeds;
-* :func:`render_markdown` / :func:`render_csv` — the table.
+  paired test of it against every other model on per-user test Recall@20
+  (:mod:`recbole_fitmm.stats`), raw and Holm-adjusted. Runs that diverged before any
+  validation have no test result: counted (``n_diverged``), left out of every statistic;
+* :func:`summarise_by_activity` — "who gains": the same per group of user activity;
+* :func:`render_markdown` / :func:`render_csv` — the tables.
 """
 
 from __future__ import annotations
@@ -13,20 +15,33 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
-from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.io import atomic_write, atomic_write_text
+from recbole_fitmm.stats import (
+    DEFAULT_ACTIVITY_BINS,
+    DEFAULT_TEST,
+    TEST_DESCRIPTIONS,
+    activity_groups,
+    activity_labels,
+    check_bins,
+    compare_to_best,
+    holm,
+)
+from recbole_fitmm.stats import PAIRED_TESTS as PAIRED_TESTS  # re-exported
+from recbole_fitmm.stats import paired_pvalue as paired_pvalue  # re-exported
 
 SELECT_METRIC = "recall@20"
 TEST_METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20")
-PAIRED_TESTS = ("wilcoxon", "ttest")
+ACTIVITY_METRICS = ("recall@20", "ndcg@20")
 LABELS = {"recall": "R", "ndcg": "N"}
+TRAIN_COUNTS = "train_counts"  # key of the training-interaction counts in a run's .npz
 
 
 @dataclass
@@ -36,10 +51,13 @@ class PerUser:
     Attributes:
         users: Raw user ids (tokens) [n_users], in evaluation order.
         values: Metric name (e.g. ``recall@20``) -> float64 array [n_users].
+        train_counts: Number of training interactions of each user, int64 [n_users]; ``None``
+            for runs stored before it was recorded (no activity table then).
     """
 
     users: np.ndarray
     values: dict[str, np.ndarray]
+    train_counts: np.ndarray | None = None
 
 
 @dataclass
@@ -59,6 +77,11 @@ class RunRecord:
     diverged: dict[str, Any] | None = None
 
 
+def _usable(record: RunRecord) -> bool:
+    """Whether a run has a test result (not one that diverged before any validation)."""
+    return bool(record.test) and SELECT_METRIC in record.per_user.values
+
+
 def save_run(folder: Path, record: RunRecord, signature: str) -> None:
     """Store a finished run as ``<model>-seed<seed>.json`` + ``.npz`` (atomic writes).
 
@@ -68,8 +91,11 @@ def save_run(folder: Path, record: RunRecord, signature: str) -> None:
         signature: Hash of everything that determines the run (see ``compare``).
     """
     stem = folder / f"{record.model}-seed{record.seed}"
+    arrays = {"users": record.per_user.users, **record.per_user.values}
+    if record.per_user.train_counts is not None:
+        arrays[TRAIN_COUNTS] = np.asarray(record.per_user.train_counts, dtype=np.int64)
     buffer = io.BytesIO()
-    np.savez(buffer, users=record.per_user.users, **record.per_user.values)
+    np.savez(buffer, **arrays)
     atomic_write(stem.with_suffix(".npz"), lambda handle: handle.write(buffer.getvalue()))
     meta = {
         "signature": signature,
@@ -94,7 +120,8 @@ def load_run(folder: Path, model: str, seed: int, signature: str) -> RunRecord |
         signature: Signature the stored run must carry.
 
     Returns:
-        The stored run, or ``None`` when absent, unreadable or made with other settings.
+        The stored run, or ``None`` when absent, unreadable or made with other settings. Runs
+        stored without training-interaction counts load with ``train_counts=None``.
     """
     stem = folder / f"{model}-seed{seed}"
     try:
@@ -102,8 +129,10 @@ def load_run(folder: Path, model: str, seed: int, signature: str) -> RunRecord |
         if meta.get("signature") != signature:
             return None
         with np.load(stem.with_suffix(".npz"), allow_pickle=False) as arrays:
-            values = {key: arrays[key] for key in arrays.files if key != "users"}
+            skip = ("users", TRAIN_COUNTS)
+            values = {key: arrays[key] for key in arrays.files if key not in skip}
             users = arrays["users"]
+            counts = arrays[TRAIN_COUNTS] if TRAIN_COUNTS in arrays.files else None
     except (OSError, ValueError, KeyError):
         return None
     return RunRecord(
@@ -112,124 +141,289 @@ def load_run(folder: Path, model: str, seed: int, signature: str) -> RunRecord |
         meta["valid"],
         meta["test"],
         meta["train_seconds"],
-        PerUser(users, values),
+        PerUser(users, values, counts),
         meta.get("history", []),
         meta.get("diverged"),
     )
 
 
-def paired_pvalue(best: np.ndarray, other: np.ndarray, method: str = "wilcoxon") -> float:
-    """Two-sided p-value of a paired test between two models' per-user values.
+def seed_values(
+    records: list[RunRecord], metric: str = SELECT_METRIC
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per-user ``metric`` of every run with a test result, users aligned by raw id.
 
     Args:
-        best: Per-user values of the best model [n].
-        other: Per-user values of the other model [n], same users in the same order.
-        method: ``wilcoxon`` (signed-rank) or ``ttest`` (paired t-test).
-
-    Returns:
-        p in [0, 1]; 1.0 when the two are identical for every user.
-    """
-    if method not in PAIRED_TESTS:
-        raise ConfigError(f"paired test must be one of {PAIRED_TESTS}, got {method!r}")
-    diff = np.asarray(best, dtype=np.float64) - np.asarray(other, dtype=np.float64)
-    if not np.any(diff):
-        return 1.0
-    if method == "wilcoxon":
-        p = stats.wilcoxon(diff).pvalue
-    else:
-        p = stats.ttest_rel(best, other).pvalue
-    return float(np.clip(p, 0.0, 1.0)) if np.isfinite(p) else 1.0
-
-
-def seed_averaged(records: list[RunRecord], metric: str = SELECT_METRIC) -> tuple[np.ndarray, dict]:
-    """Per-user ``metric`` of every model averaged over its seeds, users aligned by raw id.
-
-    Args:
-        records: All runs.
+        records: All runs; those without a test result are skipped.
         metric: Per-user metric name.
 
     Returns:
-        The users common to every run (sorted) and model -> float64 array over those users.
+        The users common to every usable run (sorted), shape [n], and model -> float64 array
+        [n_seeds, n] (one row per usable run, in record order); empty when no run is usable.
     """
-    users = records[0].per_user.users
-    for record in records[1:]:
+    runs = [record for record in records if _usable(record)]
+    if not runs:
+        return np.empty(0, dtype=str), {}
+    users = runs[0].per_user.users
+    for record in runs[1:]:
         users = np.intersect1d(users, record.per_user.users)
     users = np.unique(users)
-    averaged: dict[str, list[np.ndarray]] = {}
-    for record in records:
+    rows: dict[str, list[np.ndarray]] = {}
+    for record in runs:
         order = np.argsort(record.per_user.users)
         index = order[np.searchsorted(record.per_user.users, users, sorter=order)]
-        averaged.setdefault(record.model, []).append(record.per_user.values[metric][index])
-    return users, {model: np.mean(values, axis=0) for model, values in averaged.items()}
+        rows.setdefault(record.model, []).append(record.per_user.values[metric][index])
+    return users, {model: np.stack(values) for model, values in rows.items()}
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def seed_averaged(
+    records: list[RunRecord], metric: str = SELECT_METRIC
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Per-user ``metric`` of every model averaged over its seeds: :func:`seed_values` averaged.
+
+    Args:
+        records: All runs; those without a test result are skipped.
+        metric: Per-user metric name.
+
+    Returns:
+        The users [n] of :func:`seed_values` and model -> float64 array [n].
+    """
+    users, values = seed_values(records, metric)
+    return users, {model: runs.mean(axis=0) for model, runs in values.items()}
+
+
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
     array = np.asarray(values, dtype=np.float64)
     return float(array.mean()), float(array.std(ddof=1)) if len(array) > 1 else 0.0
 
 
-def summarise(records: list[RunRecord], method: str = "wilcoxon") -> list[dict[str, Any]]:
-    """One row per model: means, standard deviations, best flag and p-value against the best.
+def _best_model(records: list[RunRecord]) -> str | None:
+    """The model with the highest mean valid Recall@20 over its usable runs."""
+    valid: dict[str, list[float]] = {}
+    for record in filter(_usable, records):
+        valid.setdefault(record.model, []).append(record.valid[SELECT_METRIC])
+    return max(valid, key=lambda model: np.mean(valid[model])) if valid else None
+
+
+def summarise(records: list[RunRecord], method: str = DEFAULT_TEST) -> list[dict[str, Any]]:
+    """One row per model: means, standard deviations, best flag and p-values against the best.
 
     Args:
-        records: All runs (at least one).
-        method: Paired test, see :func:`paired_pvalue`.
+        records: All runs (at least one); runs without a test result are only counted.
+        method: Paired test, one of :data:`~recbole_fitmm.stats.PAIRED_TESTS`.
 
     Returns:
-        Rows in model order of first appearance, with keys ``model``, ``n_seeds``,
-        ``valid_recall@20_mean``/``_std``, ``test_<metric>_mean``/``_std``,
-        ``train_seconds_mean``/``_std``, ``best`` and ``p_value`` (``None`` for the best).
+        Rows in model order of first appearance, every row with the keys ``model``,
+        ``n_seeds`` (runs with a test result), ``n_diverged`` (runs stopped by a non-finite
+        loss, with or without a test result), ``valid_recall@20_mean``/``_std``,
+        ``test_<metric>_mean``/``_std``, ``train_seconds_mean``/``_std`` (``None`` without a
+        usable run), ``best``, ``p_value`` and ``p_holm`` (raw and Holm-adjusted over the
+        comparisons with the best; ``None`` for the best and untested models) and ``test``.
     """
     models = list(dict.fromkeys(record.model for record in records))
+    best = _best_model(records)
     rows = []
     for model in models:
-        runs = [record for record in records if record.model == model]
-        row: dict[str, Any] = {"model": model, "n_seeds": len(runs)}
+        runs = [record for record in records if record.model == model and _usable(record)]
+        row: dict[str, Any] = {
+            "model": model,
+            "n_seeds": len(runs),
+            "n_diverged": sum(r.diverged is not None for r in records if r.model == model),
+        }
         columns = {f"valid_{SELECT_METRIC}": [r.valid[SELECT_METRIC] for r in runs]}
         columns.update({f"test_{m}": [r.test[m] for r in runs] for m in TEST_METRICS})
         columns["train_seconds"] = [r.train_seconds for r in runs]
         for name, values in columns.items():
             row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(values)
+        row["best"] = model == best
         rows.append(row)
-    best = max(rows, key=lambda row: row[f"valid_{SELECT_METRIC}_mean"])
-    _, per_user = seed_averaged(records)
+    _, values = seed_values(records)
+    raw = compare_to_best(values, best, models, method)
+    adjusted = dict(zip(models, holm([raw[model] for model in models])))
     for row in rows:
-        row["best"] = row is best
-        row["p_value"] = (
-            None
-            if row is best
-            else paired_pvalue(per_user[best["model"]], per_user[row["model"]], method)
-        )
+        row.update(p_value=raw[row["model"]], p_holm=adjusted[row["model"]], test=method)
     return rows
 
 
-def render_markdown(rows: list[dict[str, Any]], header: dict[str, Any]) -> str:
+def summarise_by_activity(
+    records: list[RunRecord],
+    method: str = DEFAULT_TEST,
+    bins: Sequence[int] = DEFAULT_ACTIVITY_BINS,
+) -> list[dict[str, Any]]:
+    """Per user-activity group and model: test Recall@20 / NDCG@20 and the test against the best.
+
+    Users (common to every usable run) are grouped by their number of training interactions
+    (``bins``: inclusive upper edges). The best model is the overall one (on valid, as in
+    :func:`summarise`); within each group it is tested against every other model on per-user
+    Recall@20, and the p-values are Holm-adjusted over all the comparisons of the table.
+
+    Args:
+        records: All runs; those without a test result are skipped.
+        method: Paired test, one of :data:`~recbole_fitmm.stats.PAIRED_TESTS`.
+        bins: Upper edges of the groups, default ``(5, 10, 20)``: <= 5, 6-10, 11-20, > 20.
+
+    Returns:
+        One row per (group, model) with the keys ``group``, ``min_train``, ``max_train``
+        (``None`` for the last group), ``n_users``, ``model``, ``best``, ``n_seeds``,
+        ``test_recall@20_mean``, ``test_ndcg@20_mean`` (``None`` without a usable run or user),
+        ``p_value``, ``p_holm`` and ``test``; empty when no usable run records training counts.
+    """
+    edges = check_bins(bins)
+    known = _train_counts(records)
+    if known is None:
+        return []
+    users, values = seed_values(records)
+    group = activity_groups(np.asarray([known[user] for user in users.tolist()]), edges)
+    tested = list(filter(_usable, records))
+    present = [m for m in ACTIVITY_METRICS if all(m in r.per_user.values for r in tested)]
+    metrics = {metric: seed_values(records, metric)[1] for metric in present}
+    models = list(dict.fromkeys(record.model for record in records))
+    best = _best_model(records)
+    lows = (0, *(edge + 1 for edge in edges))
+    rows = []
+    for index, label in enumerate(activity_labels(edges)):
+        members = group == index
+        subset = {model: table[:, members] for model, table in values.items()}
+        raw = compare_to_best(subset, best, models, method)
+        for model in models:
+            row: dict[str, Any] = {
+                "group": label,
+                "min_train": lows[index],
+                "max_train": edges[index] if index < len(edges) else None,
+                "n_users": int(members.sum()),
+                "model": model,
+                "best": model == best,
+                "n_seeds": len(values.get(model, ())),
+            }
+            for metric in ACTIVITY_METRICS:
+                table = metrics.get(metric, {}).get(model)
+                known_mean = table is not None and members.any()
+                row[f"test_{metric}_mean"] = float(table[:, members].mean()) if known_mean else None
+            row.update(p_value=raw[model], p_holm=None, test=method)
+            rows.append(row)
+    for row, adjusted in zip(rows, holm([row["p_value"] for row in rows])):
+        row["p_holm"] = adjusted
+    return rows
+
+
+def _train_counts(records: list[RunRecord]) -> dict[str, int] | None:
+    """Raw user id -> number of training interactions from the usable runs, or ``None``.
+
+    Every run that records counts must agree on the users they share (same dataset and split);
+    on a mismatch a warning is logged and ``None`` returned (no activity table).
+    """
+    known: dict[str, int] = {}
+    for record in filter(_usable, records):
+        counts = record.per_user.train_counts
+        if counts is None:
+            continue
+        for user, count in zip(record.per_user.users.tolist(), np.asarray(counts).tolist()):
+            if known.setdefault(user, count) != count:
+                logging.getLogger().warning(
+                    f"{record.model} seed {record.seed}: user {user} has {count} training "
+                    f"interactions, another run has {known[user]}; no activity table"
+                )
+                return None
+    return known or None
+
+
+def _p_text(p: float | None) -> str:
+    return "n/a" if p is None else f"{p:.3g}"
+
+
+def _test_note(method: str, n_tests: int, adjusted: str = "raw and Holm-adjusted") -> str:
+    return (
+        f"p vs best ({method}): {TEST_DESCRIPTIONS[method]} in per-user test Recall@20, the best "
+        f"model (on valid) against each other model; {adjusted} over {n_tests} "
+        f"comparison{'s' if n_tests != 1 else ''}"
+    )
+
+
+def render_markdown(
+    rows: list[dict[str, Any]],
+    header: dict[str, Any],
+    activity: list[dict[str, Any]] | None = None,
+) -> str:
     """The comparison table in Markdown, preceded by the run's description (± only for > 1 seed).
 
     Args:
         rows: Output of :func:`summarise`.
         header: Key -> value lines printed above the table (dataset, seeds, ...).
+        activity: Output of :func:`summarise_by_activity`; when not empty, the "by user activity"
+            table follows the main one.
 
     Returns:
         Markdown text.
     """
     lines = [f"- {key}: {value}" for key, value in header.items()]
     metric_heads = [f"test {LABELS[m.split('@')[0]]}@{m.split('@')[1]}" for m in TEST_METRICS]
-    heads = ["model", "seeds", "valid R@20", *metric_heads, "train s", "p vs best"]
+    heads = ["model", "seeds", "valid R@20", *metric_heads, "train s", "p vs best", "p (Holm)"]
     lines += ["", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row in rows:
-        cells = [f"**{row['model']}** (best)" if row["best"] else row["model"], str(row["n_seeds"])]
+        seeds = str(row["n_seeds"])
+        if row["n_diverged"]:
+            seeds += f" ({row['n_diverged']} diverged)"
+        cells = [f"**{row['model']}** (best)" if row["best"] else row["model"], seeds]
         for name in [f"valid_{SELECT_METRIC}", *(f"test_{m}" for m in TEST_METRICS)]:
             mean, std = row[name + "_mean"], row[name + "_std"]
-            cells.append(f"{mean:.4f} ± {std:.4f}" if row["n_seeds"] > 1 else f"{mean:.4f}")
-        cells.append(f"{row['train_seconds_mean']:.1f}")
-        cells.append("—" if row["p_value"] is None else f"{row['p_value']:.3g}")
+            if mean is None:
+                cells.append("diverged")
+            else:
+                cells.append(f"{mean:.4f} ± {std:.4f}" if row["n_seeds"] > 1 else f"{mean:.4f}")
+        seconds = row["train_seconds_mean"]
+        cells.append("—" if seconds is None else f"{seconds:.1f}")
+        for key in ("p_value", "p_holm"):
+            cells.append("—" if row["best"] or not row["n_seeds"] else _p_text(row[key]))
         lines.append("| " + " | ".join(cells) + " |")
+    n_tests = sum(row["p_value"] is not None for row in rows)
+    lines += ["", "- " + _test_note(rows[0]["test"], n_tests)]
+    if any(row["n_diverged"] for row in rows):
+        lines.append(
+            "- seeds: runs with a test result; diverged: runs stopped by a non-finite loss, tested"
+            " with their best checkpoint, left out when they diverged before any validation"
+        )
+    if any(row["p_value"] is None and row["n_seeds"] and not row["best"] for row in rows):
+        lines.append("- n/a: not testable (< 2 users, or twolevel with one seed of each model)")
+    if activity:
+        lines += ["", _activity_markdown(activity)]
     return "\n".join(lines) + "\n"
 
 
+def _activity_markdown(activity: list[dict[str, Any]]) -> str:
+    """The "by user activity" table: a line per group, R@20 / N@20 per model, p vs the best."""
+    models = list(dict.fromkeys(row["model"] for row in activity))
+    best = next((row["model"] for row in activity if row["best"]), None)
+    others = [model for model in models if model != best]
+    heads = ["train interactions", "users", *(f"{m} R@20 / N@20" for m in models)]
+    heads += [f"p {best} vs {m} (Holm)" for m in others]
+    lines = ["**By user activity** (test, users grouped by their number of training interactions)"]
+    lines += ["", "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for label in dict.fromkeys(row["group"] for row in activity):
+        cells = {row["model"]: row for row in activity if row["group"] == label}
+        line = [label, str(cells[models[0]]["n_users"])]
+        for model in models:
+            means = [cells[model][f"test_{m}_mean"] for m in ACTIVITY_METRICS]
+            text = " / ".join("—" if mean is None else f"{mean:.4f}" for mean in means)
+            line.append(text if cells[model]["n_seeds"] else "diverged")
+        line += [_p_text(cells[m]["p_holm"]) if cells[m]["n_seeds"] else "—" for m in others]
+        lines.append("| " + " | ".join(line) + " |")
+    n_tests = sum(row["p_value"] is not None for row in activity)
+    note = _test_note(activity[0]["test"], n_tests, "Holm-adjusted")
+    return "\n".join([*lines, "", f"- {note} (all groups together)"])
+
+
 def render_csv(rows: list[dict[str, Any]]) -> str:
-    """Rows (dictionaries with the same keys) as CSV text with a header line."""
+    """Rows (dictionaries with the same keys) as CSV text with a header line.
+
+    Args:
+        rows: Table rows, e.g. from :func:`summarise` or :func:`summarise_by_activity`.
+
+    Returns:
+        CSV text; empty for no rows.
+    """
+    if not rows:
+        return ""
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
     writer.writeheader()
@@ -238,14 +432,16 @@ def render_csv(rows: list[dict[str, Any]]) -> str:
 
 
 def per_seed_rows(records: list[RunRecord]) -> list[dict[str, Any]]:
-    """One row per run: model, seed, valid Recall@20, test metrics, training seconds."""
+    """One row per run: model, seed, valid Recall@20, test metrics (empty when diverged before
+    any validation), training seconds, whether it diverged."""
     return [
         {
             "model": r.model,
             "seed": r.seed,
-            f"valid_{SELECT_METRIC}": r.valid[SELECT_METRIC],
-            **{f"test_{m}": r.test[m] for m in TEST_METRICS},
+            f"valid_{SELECT_METRIC}": (r.valid or {}).get(SELECT_METRIC),
+            **{f"test_{m}": r.test.get(m) for m in TEST_METRICS},
             "train_seconds": round(r.train_seconds, 2),
+            "diverged": r.diverged is not None,
         }
         for r in records
     ]

@@ -86,4 +86,8 @@ def evaluate_checkpoint(config: Any, checkpoint: str | Path) -> tuple[dict[str, 
     model = build_model(config, train_data)
     trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
     result = trainer.evaluate(test_data, load_best_model=True, model_file=str(checkpoint))
-    return {k: float(v) for k, v in result.items()}, per_user_metrics(trainer, test_data)
+    per_user = per_user_metrics(trainer, test_data)
+    train = train_data._dataset  # each user's number of training interactions (activity groups)
+    rows = train.token2id(train.uid_field, per_user.users)
+    per_user.train_counts = np.diff(train.inter_matrix(form="csr").indptr)[rows].astype(np.int64)
+    return {k: float(v) for k, v in result.items()}, per_user

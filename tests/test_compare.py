@@ -6,6 +6,7 @@ import csv
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from recbole.utils import init_seed
 
@@ -14,13 +15,18 @@ from recbole_fitmm import compare as compare_module
 from recbole_fitmm.checkpoint import find_resumable, read_checkpoint
 from recbole_fitmm.compare import assemble, compare, model_config
 from recbole_fitmm.compare_table import (
+    PAIRED_TESTS,
     PerUser,
     RunRecord,
     load_run,
     paired_pvalue,
+    per_seed_rows,
+    render_csv,
+    render_markdown,
     save_run,
     seed_averaged,
     summarise,
+    summarise_by_activity,
 )
 from recbole_fitmm.config import Config
 from recbole_fitmm.data.files import dataset_fingerprint
@@ -29,6 +35,7 @@ from recbole_fitmm.per_user import evaluate_checkpoint, per_user_metrics
 from recbole_fitmm.quick_start import create_dataset, data_preparation, run_recbole_fitmm
 from recbole_fitmm.registry import get_model
 from recbole_fitmm.resumable import CheckpointMixin
+from recbole_fitmm.stats import holm
 from recbole_fitmm.trainer import get_trainer
 from tests.conftest import toy_config
 
@@ -68,8 +75,22 @@ def test_two_models_two_seeds_give_a_full_table(
         ("VBPR", "999"),
         ("VBPR", "1"),
     ]
-    table = [line for line in (out / "summary.md").read_text().splitlines() if line[:2] == "| "]
+    main, activity = (out / "summary.md").read_text().split("**By user activity**")
+    table = [line for line in main.splitlines() if line[:2] == "| "]
     assert len(table) == 3 and all(line.count("±") == 5 for line in table[1:])
+    # users per activity group, counted from the split files themselves
+    train = pd.read_csv(toy_root / "toy" / "toy.train.inter", sep="\t", dtype=str)
+    test = pd.read_csv(toy_root / "toy" / "toy.test.inter", sep="\t", dtype=str)
+    counts = train.iloc[:, 0].value_counts()
+    tested = counts[counts.index.isin(test.iloc[:, 0])].to_numpy()
+    expected = [
+        int(((tested > low) & (tested <= high)).sum())
+        for low, high in ((0, 5), (5, 10), (10, 20), (20, np.inf))
+    ]
+    with open(out / "summary_by_activity.csv") as handle:
+        groups = [row for row in csv.DictReader(handle) if row["model"] == "BPR"]
+    got = [int(row["n_users"]) for row in groups]
+    assert [n for n in expected if n] == got and "training interactions" in activity
     arrays = np.load(out / "per_user_recall@20.npz", allow_pickle=False)
     assert set(arrays.files) == {"users", "BPR", "VBPR"}
     assert arrays["BPR"].shape == arrays["users"].shape
@@ -138,11 +159,14 @@ def test_best_is_chosen_on_valid_never_on_test() -> None:
     users = ["1", "2", "3", "4"]
     records = [
         _record("A", 1, valid=0.30, test=0.10, users=users, values=[0.1, 0.2, 0.0, 0.1]),
-        _record("B", 1, valid=0.20, test=0.50, users=users, values=[0.5, 0.6, 0.4, 0.5]),
+        _record("B", 1, valid=0.20, test=0.50, users=users, values=[0.5, 0.6, 0.4, 0.3]),
     ]
     rows = summarise(records)
     assert [row["best"] for row in rows] == [True, False]
-    assert rows[0]["p_value"] is None and 0 <= rows[1]["p_value"] <= 1
+    assert rows[0]["p_value"] is None
+    assert rows[1]["p_value"] is None  # one seed each: the seed variance cannot be estimated
+    assert "| n/a | n/a |" in render_markdown(rows, {})
+    assert summarise(records, "ttest")[1]["p_value"] < 0.05
 
 
 def test_users_are_aligned_by_id_and_averaged_over_seeds() -> None:
@@ -159,16 +183,153 @@ def test_users_are_aligned_by_id_and_averaged_over_seeds() -> None:
 
 def test_paired_pvalue() -> None:
     rng = np.random.default_rng(0)
-    base = rng.random(200)
-    assert paired_pvalue(base, base) == 1.0
-    assert paired_pvalue(base, base, "ttest") == 1.0
-    better = base + 0.1 + 0.01 * rng.random(200)
-    for method in ("wilcoxon", "ttest"):
+    users = rng.random(200)
+    base = users + 0.01 * rng.standard_normal((3, 200))  # three seeds
+    for method in PAIRED_TESTS:
+        assert paired_pvalue(base, base, method) == 1.0
+    better = users + 0.1 + 0.01 * rng.standard_normal((3, 200))
+    for method in PAIRED_TESTS:
         assert paired_pvalue(better, base, method) < 1e-6
-        noise = base + 0.01 * rng.standard_normal(200)
-        assert 0.0 <= paired_pvalue(noise, base, method) <= 1.0
+    assert paired_pvalue(better[0], base[0]) is None  # one seed each
+    for method in ("wilcoxon", "ttest"):  # user-level tests of the seed averages
+        assert paired_pvalue(better[0], base[0], method) < 1e-6
     with pytest.raises(ConfigError):
         paired_pvalue(base, base, "sign")
+
+
+def _run(model, seed, users, recall, ndcg=None, counts=None, valid=0.1, diverged=None):
+    """A run with per-user Recall@20 (and NDCG@20, training counts); ``recall=None``: a run
+    that diverged before any validation."""
+    if recall is None:
+        empty = PerUser(np.empty(0, dtype=str), {})
+        return RunRecord(model, seed, {}, {}, 2.0, empty, diverged=diverged or {"epoch": 0})
+    values = {"recall@20": np.asarray(recall, float)}
+    if ndcg is not None:
+        values["ndcg@20"] = np.asarray(ndcg, float)
+    per_user = PerUser(np.asarray(users), values, None if counts is None else np.asarray(counts))
+    test = {k: float(np.mean(recall)) for k in TEST_KEYS}
+    return RunRecord(model, seed, {"recall@20": valid}, test, 1.0, per_user, diverged=diverged)
+
+
+def test_diverged_runs_are_counted_and_left_out() -> None:
+    users = [str(u) for u in range(30)]
+    rng = np.random.default_rng(1)
+    records = [
+        _run("A", 1, users, rng.random(30), valid=0.3),
+        _run("A", 2, users, rng.random(30), valid=0.3),
+        _run("A", 3, users, None),  # diverged before any validation
+        _run("B", 1, users, None),  # B has no usable run
+        _run("C", 1, users, rng.random(30) * 0.5),
+        _run("C", 2, users, rng.random(30) * 0.5, diverged={"epoch": 4}),  # tested, diverged
+    ]
+    rows = summarise(records)
+    assert [(r["n_seeds"], r["n_diverged"]) for r in rows] == [(2, 1), (0, 1), (2, 1)]
+    assert rows[0]["best"] and rows[1]["test_recall@20_mean"] is None
+    assert rows[1]["p_value"] is None and rows[2]["p_value"] < 0.05
+    assert rows[2]["p_holm"] == rows[2]["p_value"]  # one comparison
+    markdown = render_markdown(rows, {"dataset": "toy"})
+    (line_b,) = [line for line in markdown.splitlines() if line.startswith("| B |")]
+    assert line_b.count("diverged") == 6  # seeds cell and the five metrics
+    assert "| 2 (1 diverged) |" in markdown
+    assert "Holm-adjusted over 1 comparison" in markdown
+    summary = list(csv.DictReader(render_csv(rows).splitlines()))
+    assert [line["n_seeds"] for line in summary] == ["2", "0", "2"]
+    assert [row["diverged"] for row in per_seed_rows(records)] == [
+        False,
+        False,
+        True,
+        True,
+        False,
+        True,
+    ]
+    assert set(seed_averaged(records)[1]) == {"A", "C"}
+
+
+def test_holm_over_the_comparisons_with_the_best() -> None:
+    users = [str(u) for u in range(400)]
+    rng = np.random.default_rng(2)
+    base = rng.random(400)
+    records = [
+        _run(model, seed, users, base + shift + 0.002 * rng.standard_normal(400), valid=valid)
+        for model, shift, valid in (("A", 0.0, 0.3), ("B", -0.01, 0.2), ("C", -0.002, 0.1))
+        for seed in (1, 2, 3)
+    ]
+    rows = summarise(records)
+    raw = [row["p_value"] for row in rows]
+    assert raw[0] is None and 0 < raw[1] < raw[2]
+    assert [row["p_holm"] for row in rows] == [None, 2 * raw[1], max(2 * raw[1], raw[2])]
+    assert {row["test"] for row in rows} == {"twolevel"}
+    markdown = render_markdown(rows, {})
+    assert "two-level" in markdown and "Holm-adjusted over 2 comparisons" in markdown
+    assert "| p vs best | p (Holm) |" in markdown
+
+
+def test_seed_sets_may_differ_between_models() -> None:
+    users = [str(u) for u in range(300)]
+    rng = np.random.default_rng(3)
+    a = rng.random((2, 300)) + 0.05
+    b = rng.random((3, 300))
+    records = [_run("A", seed, users, a[i], valid=0.3) for i, seed in enumerate((7, 8))]
+    records += [_run("B", seed, users, b[i]) for i, seed in enumerate((1, 2, 3))]
+    rows = summarise(records)
+    assert rows[1]["p_value"] == pytest.approx(paired_pvalue(a, b), rel=1e-12)  # not refused
+
+
+def test_activity_table() -> None:
+    users = ["u1", "u2", "u3", "u4", "u5", "u6", "u7"]
+    counts = [1, 5, 7, 12, 30, 8, 40]  # groups <= 5: u1 u2; 6-10: u3 u6; 11-20: u4; > 20: u5 u7
+    recall = {"A": [[1.0, 0.5, 0.0, 1.0, 0.5, 0.5, 1.0], [0.5, 0.5, 0.5, 1.0, 0.0, 0.0, 1.0]]}
+    recall["B"] = [[0.0, 0.5, 0.0, 1.0, 0.5, 0.0, 0.0], [0.0, 0.0, 0.5, 0.0, 0.5, 0.0, 0.5]]
+    records = [
+        _run(m, s, users, recall[m][s], np.asarray(recall[m][s]) / 2, counts, valid=v)
+        for m, v in (("A", 0.3), ("B", 0.2))
+        for s in (0, 1)
+    ]
+    rows = summarise_by_activity(records)
+    assert [row["group"] for row in rows] == [
+        "<= 5",
+        "<= 5",
+        "6-10",
+        "6-10",
+        "11-20",
+        "11-20",
+        "> 20",
+        "> 20",
+    ]
+    assert [row["n_users"] for row in rows[::2]] == [2, 2, 1, 2]
+    a_low, b_low = rows[0], rows[1]
+    assert a_low["test_recall@20_mean"] == pytest.approx((1.0 + 0.5 + 0.5 + 0.5) / 4)
+    assert b_low["test_ndcg@20_mean"] == pytest.approx((0.0 + 0.5 + 0.0 + 0.0) / 8)
+    assert a_low["p_value"] is None and a_low["best"]
+    members = [0, 1]
+    a = np.asarray(recall["A"])[:, members]
+    b = np.asarray(recall["B"])[:, members]
+    assert b_low["p_value"] == paired_pvalue(a, b)
+    assert rows[5]["p_value"] is None  # one user in 11-20
+    assert [row["p_holm"] for row in rows] == holm([row["p_value"] for row in rows])  # all groups
+    text = render_csv(rows)
+    assert text.splitlines()[0].startswith("group,min_train,max_train,n_users,model")
+    assert len(text.splitlines()) == 9
+    markdown = render_markdown(summarise(records), {}, rows)
+    assert "By user activity" in markdown and "| > 20 | 2 |" in markdown
+    custom = summarise_by_activity(records, bins=(10,))
+    assert [row["n_users"] for row in custom[::2]] == [4, 3]
+    with pytest.raises(ConfigError, match="bins"):
+        summarise_by_activity(records, bins=(10, 10))
+    for record in records:  # runs stored before training counts were recorded
+        record.per_user.train_counts = None
+    assert summarise_by_activity(records) == []
+    assert "By user activity" not in render_markdown(summarise(records), {}, [])
+
+
+def test_stored_runs_keep_training_counts(tmp_path: Path) -> None:
+    record = _run("A", 3, ["1", "2"], [0.5, 1.0], [0.2, 0.4], counts=[4, 9])
+    save_run(tmp_path, record, "sig")
+    loaded = load_run(tmp_path, "A", 3, "sig")
+    assert loaded.per_user.train_counts.tolist() == [4, 9]
+    assert set(loaded.per_user.values) == {"recall@20", "ndcg@20"}
+    np.savez(tmp_path / "A-seed3.npz", users=["1", "2"], **{"recall@20": [0.5, 1.0]})  # old file
+    assert load_run(tmp_path, "A", 3, "sig").per_user.train_counts is None
 
 
 def test_per_user_metrics_reproduce_the_trainer(toy_root: Path) -> None:
