@@ -129,4 +129,14 @@ def test_run_hyper_script_writes_json(toy_root: Path, tmp_path: Path) -> None:
     assert run_hyper.main(argv) == 0
     written = json.loads(out.read_text())
     assert written["model"] == "BPR" and len(written["trials"]) == 2
+    assert written["tool"] == "hyperopt" and written["complete"]
     assert set(written["best_params"]) == {"learning_rate"}
+    assert {t["params"]["learning_rate"] for t in written["trials"]} == {0.01, 0.001}
+    assert all(t["status"] == "ok" for t in written["trials"])
+
+
+def test_run_hyper_refuses_ray_options_without_ray(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run_hyper.main(["--model=BPR", "--cpus_per_trial=2"]) == 2
+    assert "--cpus_per_trial needs --tool=ray" in capsys.readouterr().err
