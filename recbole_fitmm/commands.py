@@ -11,6 +11,7 @@ from pathlib import Path
 
 from recbole_fitmm.cli import format_results, parse_overrides
 from recbole_fitmm.compare import DEFAULT_TEST, PAIRED_TESTS, assemble, compare
+from recbole_fitmm.compare_tuned import TOOLS, TUNING_SEED, tuned_compare
 from recbole_fitmm.errors import ConfigError, FITMMError
 from recbole_fitmm.quick_start import run_recbole_fitmm
 from recbole_fitmm.tuning import ALGORITHMS, tune, write_result
@@ -86,6 +87,13 @@ def compare_main(argv: list[str] | None = None) -> int:
 
         python run_compare.py --models BPR,LightGCN,FITMM --dataset tiktok \\
             --from_runs results/ids results/fitmm --out results/compare_tiktok
+
+    ``--tuned --budget N`` first tunes every model with a search space on validation with ``N``
+    trials (``--tool hyperopt|ray``, ``--trial_epochs``, trials with ``--tuning_seed``, 42 by
+    default, which may not be a reported seed), then compares the selected settings::
+
+        python run_compare.py --models LightGCN,FREEDOM,FITMM --dataset tiktok --tuned \\
+            --budget 12 --seeds 999,1,2 --tool ray --cpus 4
     """
     parser = argparse.ArgumentParser(description=COMPARE_MAIN_DESCRIPTION)
     parser.add_argument("--models", required=True, help="comma-separated model names")
@@ -102,6 +110,16 @@ def compare_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--from_runs", nargs="+", default=None, help="build the table from stored runs only"
     )
+    tuning = parser.add_argument_group("tuned comparison (--tuned)")
+    tuning.add_argument("--tuned", action="store_true", help="tune every model first")
+    tuning.add_argument("--budget", type=int, default=12, help="trials per model (default 12)")
+    tuning.add_argument("--tool", choices=TOOLS, default="hyperopt", help="tuning backend")
+    tuning.add_argument("--tuning_seed", type=int, default=TUNING_SEED, help="seed of the trials")
+    tuning.add_argument("--trial_epochs", type=int, default=None, help="epoch cap of a trial")
+    tuning.add_argument("--cpus", type=int, default=None, help="Ray: CPUs (default: all)")
+    tuning.add_argument("--cpus_per_trial", type=float, default=1.0, help="Ray: CPUs per trial")
+    tuning.add_argument("--gpus_per_trial", type=float, default=0.0, help="Ray: GPUs per trial")
+    tuning.add_argument("--address", default=None, help="Ray: join this cluster")
     args, rest = parser.parse_known_args(argv)
     try:
         seeds = [int(seed) for seed in _names(args.seeds)]
@@ -118,6 +136,27 @@ def compare_main(argv: list[str] | None = None) -> int:
             print("written: " + ", ".join(str(path) for path in result.files))
             return 0
         files = [name for token in args.config_files for name in token.split()]
+        if args.tuned:
+            resources = RayResources(
+                args.cpus, args.cpus_per_trial, args.gpus_per_trial, args.address
+            )
+            result = tuned_compare(
+                _names(args.models),
+                args.dataset,
+                seeds,
+                args.budget,
+                config_file_list=files or None,
+                config_dict=parse_overrides(rest),
+                out_dir=args.out,
+                method=args.test,
+                tool=args.tool,
+                resources=resources,
+                tuning_seed=args.tuning_seed,
+                trial_epochs=args.trial_epochs,
+            )
+            print(result.markdown)
+            print("written: " + ", ".join(str(path) for path in result.files))
+            return 0
         result = compare(
             _names(args.models),
             args.dataset,
