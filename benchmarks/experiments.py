@@ -68,12 +68,24 @@ OPTIONS = {
     "edgedrop0.2": {"model": "FITMM", "edge_dropout": 0.2},
     "gatenorm": {"model": "FITMM", "gate_normalise": True},
 }
+#: Candidates for the validation-selected FITMM (item 5), from what the ladder shows: the BPR
+#: ladder steps with the gate normalised (re-weighting bands without scaling rows), and the gate-off
+#: step with edge dropout or whitened features.
+_L2 = {"model": "FITMM", **_SPECTRAL_OFF, "num_freq_bands": 3}
+PLUS = {
+    "gatenorm": {**_L2, "use_gate": True, "gate_normalise": True},
+    "gatenorm-ib": {**_L2, "use_gate": True, "gate_normalise": True, "ib_weight": 1.0},
+    "gatenorm-ib-cons": {"model": "FITMM", "loss_type": "bpr", "gate_normalise": True},
+    "nogate-edgedrop": {**_L2, "edge_dropout": 0.2},
+    "nogate-whiten": {**_L2, "feature_preprocess": "whiten"},
+}
 FAMILIES: dict[str, dict[str, dict[str, Any]]] = {
     "ladder": LADDER,
     "bands": BANDS,
     "ib": IB,
     "later": LATER,
     "options": OPTIONS,
+    "plus": PLUS,
 }
 
 
