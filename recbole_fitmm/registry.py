@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import torch
 from recbole.utils import get_model as recbole_get_model
 
 from recbole_fitmm.errors import ConfigError
@@ -83,6 +84,7 @@ def get_model(name: str) -> type:
     for module in REQUIRED_PACKAGES.get(name, ()):
         if importlib.util.find_spec(module) is None:
             raise ConfigError(missing_package_message(name, module))
+    anomaly = torch.is_anomaly_enabled()
     try:
         return recbole_get_model(name)
     except (ValueError, ImportError) as err:
@@ -92,3 +94,8 @@ def get_model(name: str) -> type:
             f"unknown model {name!r}: not a recbole_fitmm model ({', '.join(PLUGIN_MODELS)}) "
             f"and not a RecBole model ({type(err).__name__}: {err})"
         ) from None
+    finally:
+        # RecBole's SINE module switches autograd's anomaly detection on for the whole process
+        # when it is imported (any lookup that reaches recbole.model.sequential_recommender):
+        # every later backward would run several times slower and raise on a NaN.
+        torch.autograd.set_detect_anomaly(anomaly)

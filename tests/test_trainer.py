@@ -18,11 +18,11 @@ import recbole_fitmm.resumable as resumable
 from recbole_fitmm import run_recbole_fitmm
 from recbole_fitmm.compare import REEVALUATION_TOLERANCE, run_one, run_signature
 from recbole_fitmm.data.files import dataset_fingerprint
-from recbole_fitmm.errors import CheckpointError
+from recbole_fitmm.errors import CheckpointError, ConfigError
 from recbole_fitmm.io import atomic_write_text
 from recbole_fitmm.model.layers import sparse_product
 from recbole_fitmm.quick_start import build_config
-from recbole_fitmm.registry import PLUGIN_MODELS
+from recbole_fitmm.registry import PLUGIN_MODELS, get_model
 from recbole_fitmm.resumable import CheckpointMixin
 from tests.conftest import toy_config
 from tests.test_checkpoint import Interrupt, interrupt_at, same_weights
@@ -297,3 +297,12 @@ def test_each_run_logs_into_its_own_file(toy_root: Path, monkeypatch: pytest.Mon
     assert set(logs) == {"Pop", "BPR"}
     assert "BPR(" in logs["BPR"] and "BPR(" not in logs["Pop"]  # BPR's run did not go to Pop's
     assert root.handlers == []  # the run's handlers are gone after it
+
+
+def test_looking_up_a_recbole_model_leaves_anomaly_detection_alone() -> None:
+    """RecBole's SINE module turns anomaly detection on at import; the lookup turns it back."""
+    assert not torch.is_anomaly_enabled()
+    get_model("SASRec")  # imports recbole.model.sequential_recommender, SINE included
+    with pytest.raises(ConfigError):
+        get_model("NoSuchModel")
+    assert not torch.is_anomaly_enabled()
