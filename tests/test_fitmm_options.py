@@ -18,7 +18,7 @@ from recbole_fitmm import run_recbole_fitmm
 from recbole_fitmm.checkpoint import read_checkpoint
 from recbole_fitmm.config import Config
 from recbole_fitmm.errors import ConfigError
-from recbole_fitmm.model import layers, options
+from recbole_fitmm.model import layers, options, spectral
 from recbole_fitmm.model.fitmm import FITMM
 from recbole_fitmm.quick_start import create_dataset, data_preparation
 from recbole_fitmm.trainer import FITMMTrainer
@@ -246,3 +246,18 @@ def test_feature_lr_scale_scales_only_the_feature_table_steps(base: tuple) -> No
 def test_invalid_option_values_raise(base: tuple, bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match=next(iter(bad))):
         build(base, **bad)
+
+
+def test_batched_band_split_equals_one_decomposition_per_matrix() -> None:
+    """One batched eigh of all Gram matrices gives the bases (and gradients) of separate calls."""
+    torch.manual_seed(3)
+    views = [torch.randn(n, 24, dtype=torch.float64, requires_grad=True) for n in (40, 40, 30, 30)]
+    together, labels = spectral.band_bases(views, 8, 3)
+    apart = torch.cat([spectral.band_bases([v], 8, 3)[0] for v in views])
+    torch.testing.assert_close(together, apart, rtol=0, atol=1e-12)
+    weights = torch.randn_like(together)
+    grads_together = torch.autograd.grad((together * weights).sum(), views)
+    grads_apart = torch.autograd.grad((apart * weights).sum(), views)
+    for a, b in zip(grads_together, grads_apart):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    assert labels.shape == (4, 8)
