@@ -10,7 +10,7 @@
 set -euo pipefail
 recbole=${1:?path to a RecBole git checkout}
 python=${2:-$(dirname "$0")/../.venv/bin/python}
-python=$(realpath "$python")
+python="$(cd "$(dirname "$python")" && pwd)/$(basename "$python")"  # absolute, not resolved: a venv python is a symlink
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 git -C "$recbole" archive v1.2.1 tests | tar -x -C "$work"
