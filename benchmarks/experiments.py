@@ -114,6 +114,7 @@ def run(args: argparse.Namespace, extra: dict[str, Any]) -> None:
                 config_file_list=args.config_files,
                 config_dict=values,
                 out_dir=out,
+                keep_checkpoints=args.keep_checkpoints,
             )
 
 
@@ -192,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="", help="comma-separated configuration names")
     parser.add_argument("--config_files", nargs="+", default=[])
     parser.add_argument("--out", default="results/experiments")
+    parser.add_argument(
+        "--keep_checkpoints", action="store_true", help="keep the runs' checkpoints"
+    )
     args, rest = parser.parse_known_args(argv)
     if args.action == "run":
         run(args, parse_overrides(rest))
