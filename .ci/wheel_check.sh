@@ -15,6 +15,19 @@ trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/elsewhere"
 cd "$work/elsewhere"
 "$work/venv/bin/recbole-fitmm" --model=FITMM --dataset=mmsynth --epochs=1 --gpu_id= --state=ERROR
+# own data in the working folder: prepare writes ./dataset_atomic and ./properties/dataset
+"$work/venv/bin/python" - <<'PY'
+import random
+rows = ["user,item,rating"] + [
+    f"u{u},i{random.Random(u * 100 + k).randrange(60)},5" for u in range(80) for k in range(12)
+]
+open("ratings.csv", "w").write("\n".join(rows) + "\n")
+PY
+"$work/venv/bin/python" -m recbole_fitmm.prepare ratings.csv --user user --item item \
+  --rating rating --duplicates first --name mine > /dev/null
+test -f dataset_atomic/mine/mine.train.inter && test -f properties/dataset/mine.yaml
+"$work/venv/bin/recbole-fitmm" --model=BPR --dataset=mine --config_files=properties/dataset/mine.yaml \
+  --epochs=1 --gpu_id= --state=ERROR > /dev/null
 "$work/venv/bin/python" - <<'PY'
 from recbole_fitmm import run_recbole_fitmm
 

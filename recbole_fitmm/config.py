@@ -39,6 +39,11 @@ DATASET_ATOMIC = ROOT / "dataset_atomic"
 #: True when running from a source checkout (outputs may go into the repository's git-ignored
 #: folders); False for an installed package (outputs go to the working directory).
 CHECKOUT = ROOT != _PACKAGE
+#: Where the converter and ``prepare`` write datasets and their yaml by default: the checkout's
+#: git-ignored folders, or ``./dataset_atomic`` and ``./properties/dataset`` of the working
+#: directory for an installed package (never into the installed package).
+OUTPUT_DATA = DATASET_ATOMIC if CHECKOUT else Path("dataset_atomic")
+OUTPUT_PROPERTIES = PROPERTIES / "dataset" if CHECKOUT else Path("properties") / "dataset"
 
 #: Dataset-hook keys; they belong to RecBole's "Dataset" parameter group (its cache check).
 PLUGIN_DATASET_ARGS = [

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recbole_fitmm.config import DATASET_ATOMIC, PROPERTIES
+from recbole_fitmm.config import OUTPUT_DATA, OUTPUT_PROPERTIES
 from recbole_fitmm.data.benchmark import NAME, ConversionStats, Target, write_benchmark
 from recbole_fitmm.data.interactions import (
     DUPLICATES,
@@ -186,8 +186,8 @@ def prepare(
     columns: Columns,
     options: PrepareOptions | None = None,
     name: str | None = None,
-    out: str | Path = DATASET_ATOMIC,
-    properties_dir: str | Path = PROPERTIES / "dataset",
+    out: str | Path = OUTPUT_DATA,
+    properties_dir: str | Path = OUTPUT_PROPERTIES,
     force: bool = False,
     fmt: str | None = None,
 ) -> PrepareReport:
@@ -312,8 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     add("--cut-fractions", type=float, nargs=2, metavar=("F1", "F2"), help="global-time cuts")
     add("--modalities", nargs="+", default=[], metavar="M", help="modalities the yaml lists")
     add("--name", help="dataset name (default: the file's stem)")
-    add("--out", type=Path, default=DATASET_ATOMIC, help="receives <name>/")
-    add("--properties", type=Path, default=PROPERTIES / "dataset", help="receives <name>.yaml")
+    add("--out", type=Path, default=OUTPUT_DATA, help="receives <name>/")
+    add("--properties", type=Path, default=OUTPUT_PROPERTIES, help="receives <name>.yaml")
     add("--force", action="store_true", help="overwrite existing output")
     args = parser.parse_args(argv)
     try:

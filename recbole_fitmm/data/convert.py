@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recbole_fitmm.config import DATASET_ATOMIC, PROPERTIES
+from recbole_fitmm.config import OUTPUT_DATA, OUTPUT_PROPERTIES
 from recbole_fitmm.data.benchmark import (
     NAME,
     SPLITS,
@@ -185,8 +185,8 @@ def load_features(src: Path, modalities: list[str], n_items: int) -> dict[str, n
 def convert_mmrec(
     src: str | Path,
     name: str | None = None,
-    out: str | Path = DATASET_ATOMIC,
-    properties_dir: str | Path = PROPERTIES / "dataset",
+    out: str | Path = OUTPUT_DATA,
+    properties_dir: str | Path = OUTPUT_PROPERTIES,
     modalities: list[str] | None = None,
     swap_valid_test: bool = False,
     min_rating: float | None = None,
@@ -258,13 +258,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("src", type=Path, help="folder holding <name>.inter and <m>_feat.npy")
     parser.add_argument("--name", help="output dataset name (default: the .inter file's stem)")
     parser.add_argument(
-        "--out", type=Path, default=DATASET_ATOMIC, help="receives <name>/ (default: %(default)s)"
+        "--out", type=Path, default=OUTPUT_DATA, help="receives <name>/ (default: %(default)s)"
     )
     parser.add_argument(
         "--properties",
         dest="properties_dir",
         type=Path,
-        default=PROPERTIES / "dataset",
+        default=OUTPUT_PROPERTIES,
         help="receives <name>.yaml (default: %(default)s)",
     )
     parser.add_argument(

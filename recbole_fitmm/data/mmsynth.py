@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from recbole_fitmm.config import DATASET_ATOMIC
+from recbole_fitmm.config import OUTPUT_DATA
 from recbole_fitmm.data.synthetic import SyntheticSpec, generate, write_atomic
 
 NAME = "mmsynth"
@@ -37,7 +37,7 @@ MMSYNTH_SPEC = SyntheticSpec(
 )
 
 
-def build(root: str | Path = DATASET_ATOMIC) -> Path:
+def build(root: str | Path = OUTPUT_DATA) -> Path:
     """Generate ``mmsynth`` and write it under ``root``.
 
     Args:
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Regenerate the embedded synthetic dataset mmsynth.",
     )
     parser.add_argument(
-        "--out", type=Path, default=DATASET_ATOMIC, help="folder that receives mmsynth/"
+        "--out", type=Path, default=OUTPUT_DATA, help="folder that receives mmsynth/"
     )
     args = parser.parse_args(argv)
     print(f"wrote {build(args.out)}")
