@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import yaml
 
-from recbole_fitmm.errors import ConfigError
+from recbole_fitmm.errors import ConfigError, FITMMError
 
 _NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
 
@@ -49,6 +50,26 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
             raise ConfigError(f"unrecognised argument {token!r}; expected --key=value")
         overrides[key] = parse_value(value)
     return overrides
+
+
+def run_action(action: Callable[[], str], failure: int = 2) -> int:
+    """Run a command's action: print its message and return 0, or print ``error: ...`` on one
+    line and return ``failure`` when it raises one of the plugin's errors.
+
+    Args:
+        action: Does the work; returns what to print.
+        failure: Exit status after an error (the scripts use 2, the data tools 1).
+
+    Returns:
+        The exit status.
+    """
+    try:
+        message = action()
+    except FITMMError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return failure
+    print(message)
+    return 0
 
 
 def format_results(rows: Mapping[str, Mapping[str, float]]) -> str:

@@ -14,7 +14,7 @@ from recbole_fitmm.compare import DEFAULT_TEST, PAIRED_TESTS, assemble, compare
 from recbole_fitmm.compare_tuned import TOOLS, TUNING_SEED, tuned_compare
 from recbole_fitmm.errors import ConfigError, FITMMError
 from recbole_fitmm.quick_start import run_recbole_fitmm
-from recbole_fitmm.tuning import ALGORITHMS, tune, write_result
+from recbole_fitmm.tuning import ALGORITHMS, Search, tune, write_result
 from recbole_fitmm.tuning_ray import RayResources, tune_ray
 
 
@@ -136,37 +136,34 @@ def compare_main(argv: list[str] | None = None) -> int:
             print("written: " + ", ".join(str(path) for path in result.files))
             return 0
         files = [name for token in args.config_files for name in token.split()]
+        models, shared = (
+            _names(args.models),
+            {
+                "config_file_list": files or None,
+                "config_dict": parse_overrides(rest),
+                "out_dir": args.out,
+                "method": args.test,
+            },
+        )
         if args.tuned:
             resources = RayResources(
                 args.cpus, args.cpus_per_trial, args.gpus_per_trial, args.address
             )
             result = tuned_compare(
-                _names(args.models),
+                models,
                 args.dataset,
                 seeds,
                 args.budget,
-                config_file_list=files or None,
-                config_dict=parse_overrides(rest),
-                out_dir=args.out,
-                method=args.test,
                 tool=args.tool,
                 resources=resources,
                 tuning_seed=args.tuning_seed,
                 trial_epochs=args.trial_epochs,
+                **shared,
             )
-            print(result.markdown)
-            print("written: " + ", ".join(str(path) for path in result.files))
-            return 0
-        result = compare(
-            _names(args.models),
-            args.dataset,
-            seeds,
-            config_file_list=files or None,
-            config_dict=parse_overrides(rest),
-            out_dir=args.out,
-            method=args.test,
-            keep_checkpoints=args.keep_checkpoints,
-        )
+        else:
+            result = compare(
+                models, args.dataset, seeds, keep_checkpoints=args.keep_checkpoints, **shared
+            )
     except FITMMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -233,12 +230,13 @@ def hyper_main(argv: list[str] | None = None) -> int:
     try:
         if args.tool == "hyperopt" and given:
             raise ConfigError(f"--{given[0]} needs --tool=ray")
-        search = dict(
-            algo=args.algo,
-            max_evals=args.max_evals,
-            early_stop=args.early_stop,
-            config_file_list=args.config_files.split() or None,
-            fixed=parse_overrides(rest),
+        search = Search(
+            params_file,
+            args.algo,
+            args.max_evals,
+            args.early_stop,
+            args.config_files.split() or None,
+            parse_overrides(rest),
         )
         if args.tool == "ray":
             resources = RayResources(
@@ -248,15 +246,10 @@ def hyper_main(argv: list[str] | None = None) -> int:
                 address=args.address,
             )
             result = tune_ray(
-                args.model,
-                args.dataset,
-                params_file,
-                resources=resources,
-                out_dir=output.parent,
-                **search,
+                args.model, args.dataset, search, resources=resources, out_dir=output.parent
             )
         else:
-            result = tune(args.model, args.dataset, params_file, **search)
+            result = tune(args.model, args.dataset, search)
     except FITMMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -178,15 +178,7 @@ def seed_values(
 def seed_averaged(
     records: list[RunRecord], metric: str = SELECT_METRIC
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Per-user ``metric`` of every model averaged over its seeds: :func:`seed_values` averaged.
-
-    Args:
-        records: All runs; those without a test result are skipped.
-        metric: Per-user metric name.
-
-    Returns:
-        The users [n] of :func:`seed_values` and model -> float64 array [n].
-    """
+    """:func:`seed_values` averaged over each model's seeds: users [n], model -> float64 [n]."""
     users, values = seed_values(records, metric)
     return users, {model: runs.mean(axis=0) for model, runs in values.items()}
 

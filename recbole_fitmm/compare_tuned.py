@@ -29,7 +29,7 @@ from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.io import atomic_write_text
 from recbole_fitmm.provenance import source_revision
 from recbole_fitmm.quick_start import build_config
-from recbole_fitmm.tuning import TuningResult, parse_space, tune
+from recbole_fitmm.tuning import Search, TuningResult, parse_space, tune
 from recbole_fitmm.tuning_ray import RayResources, tune_ray
 from recbole_fitmm.version import __version__
 
@@ -83,24 +83,24 @@ def _signature(model: str, dataset: str, files: list[str] | None, fixed: dict, e
 
 
 def tune_model(
+    out_dir: Path,
     model: str,
     dataset: str,
     budget: int,
-    config_file_list: list[str] | None,
     fixed: dict[str, Any],
-    out_dir: Path,
+    config_file_list: list[str] | None = None,
     tool: str = "hyperopt",
     resources: RayResources | None = None,
 ) -> TuningResult:
     """Tune one model with ``budget`` trials on validation (reusing a matching stored search).
 
     Args:
+        out_dir: The comparison's folder; the result goes to ``tuning/<model>.json``.
         model: Model name (with a search space).
         dataset: Dataset name.
         budget: Trials.
-        config_file_list: Fixed yaml files.
         fixed: Fixed configuration values of every trial (the tuning seed included).
-        out_dir: The comparison's folder; the result goes to ``tuning/<model>.json``.
+        config_file_list: Fixed yaml files.
         tool: ``hyperopt`` or ``ray``.
         resources: Ray's resources (``tool="ray"``).
 
@@ -117,20 +117,12 @@ def tune_model(
             logging.getLogger().info(f"tuned comparison: {model}: reusing {path}")
             stored.pop("signature")
             return TuningResult(**stored)
-    params_file = space_file(model)
-    common = dict(algo=algo, max_evals=max_evals, early_stop=max_evals, fixed=fixed)
+    search = Search(space_file(model), algo, max_evals, max_evals, config_file_list, fixed)  # type: ignore[arg-type]
     if tool == "ray":
-        result = tune_ray(
-            model,
-            dataset,
-            params_file,  # type: ignore[arg-type]
-            config_file_list=config_file_list,
-            resources=resources or RayResources(),
-            out_dir=out_dir / "tuning",
-            **common,  # type: ignore[arg-type]
-        )
+        tuning_dir = out_dir / "tuning"
+        result = tune_ray(model, dataset, search, resources or RayResources(), tuning_dir)
     else:
-        result = tune(model, dataset, params_file, config_file_list=config_file_list, **common)  # type: ignore[arg-type]
+        result = tune(model, dataset, search)
     atomic_write_text(path, json.dumps({**asdict(result), "signature": signature}, indent=2))
     return result
 
@@ -203,7 +195,7 @@ def tuned_compare(
         fixed.pop("checkpoint_dir", None)
         if trial_epochs is not None:
             fixed["epochs"] = trial_epochs
-        result = tune_model(model, dataset, budget, config_file_list, fixed, out, tool, resources)
+        result = tune_model(out, model, dataset, budget, fixed, config_file_list, tool, resources)
         if not result.best_params:
             raise ConfigError(f"no trial of {model} succeeded; see {out / 'tuning'}")
         selected[model] = result.best_params

@@ -348,14 +348,8 @@ def encode_items(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m recbole_fitmm.encode ITEMS --out DIR --item COL [options]``.
-
-    Args:
-        argv: Arguments without the program name (default: ``sys.argv[1:]``).
-
-    Returns:
-        0 on success, 1 on a :class:`~recbole_fitmm.errors.FITMMError` (one line on stderr).
-    """
+    """The command line of the content encoder (module docstring); the exit status: 0, or 1
+    after a one-line error."""
     parser = argparse.ArgumentParser(
         prog="python -m recbole_fitmm.encode",
         description="Encode item text and images into feature files (row r = item r).",

@@ -28,7 +28,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from recbole_fitmm.errors import DataError, FITMMError
+from recbole_fitmm.cli import run_action
+from recbole_fitmm.errors import DataError
 from recbole_fitmm.io import atomic_write
 
 DPI = 100
@@ -398,14 +399,13 @@ def main(argv: list[str] | None = None) -> int:
     curve.add_argument("file", help="*.last.pth.json, *.result.json, a RecBole log or a .pth")
     curve.add_argument("--out", default="curve.png", help="PNG file (default curve.png)")
     args = parser.parse_args(argv)
-    try:
+
+    def plot() -> str:
         history, metric = read_history(args.file)
         training_curve(history, args.out, metric)
-    except FITMMError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"{len(history)} epochs plotted to {args.out}")
-    return 0
+        return f"{len(history)} epochs plotted to {args.out}"
+
+    return run_action(plot)
 
 
 if __name__ == "__main__":

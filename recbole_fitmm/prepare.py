@@ -26,13 +26,13 @@ order; default 0.8 0.9). Usage::
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from recbole_fitmm.cli import run_action
 from recbole_fitmm.config import OUTPUT_DATA, OUTPUT_PROPERTIES
 from recbole_fitmm.data.benchmark import NAME, ConversionStats, Target, write_benchmark
 from recbole_fitmm.data.interactions import (
@@ -43,7 +43,7 @@ from recbole_fitmm.data.interactions import (
     split_labels,
 )
 from recbole_fitmm.data.tables import id_column, numeric_column, read_table, sort_ids
-from recbole_fitmm.errors import ConfigError, DataError, FITMMError
+from recbole_fitmm.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -281,14 +281,8 @@ def prepare(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m recbole_fitmm.prepare FILE --user COL --item COL [options]``.
-
-    Args:
-        argv: Arguments without the program name (default: ``sys.argv[1:]``).
-
-    Returns:
-        0 on success, 1 on a :class:`~recbole_fitmm.errors.FITMMError` (one line on stderr).
-    """
+    """The command line of ``prepare`` (module docstring); the exit status: 0, or 1 after a
+    one-line error."""
     parser = argparse.ArgumentParser(
         prog="python -m recbole_fitmm.prepare",
         description="Filter, re-index and split a raw interaction file into a benchmark dataset.",
@@ -316,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     add("--properties", type=Path, default=OUTPUT_PROPERTIES, help="receives <name>.yaml")
     add("--force", action="store_true", help="overwrite existing output")
     args = parser.parse_args(argv)
-    try:
+
+    def run() -> str:
         chosen = {f.name: getattr(args, f.name) for f in fields(PrepareOptions)}
         for cut in ("cut_times", "cut_fractions"):
             chosen[cut] = tuple(chosen[cut]) if chosen[cut] else None
@@ -333,11 +328,9 @@ def main(argv: list[str] | None = None) -> int:
             args.force,
             args.format,
         )
-    except FITMMError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(report.summary())
-    return 0
+        return report.summary()
+
+    return run_action(run, failure=1)
 
 
 if __name__ == "__main__":

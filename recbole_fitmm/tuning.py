@@ -345,35 +345,45 @@ class Progress:
         return self.since_best >= early_stop
 
 
-def tune(
-    model: str,
-    dataset: str,
-    params_file: str | Path,
-    algo: str = "exhaustive",
-    max_evals: int = 100,
-    early_stop: int = 10,
-    config_file_list: list[str] | None = None,
-    fixed: dict[str, Any] | None = None,
-    write: Callable[[str], None] = print,
-) -> TuningResult:
-    """Search the space of ``params_file`` one trial after another (hyperopt backend).
+@dataclass(frozen=True)
+class Search:
+    """What a search tries, for either backend.
 
-    Args:
-        model: Plugin or RecBole model name.
-        dataset: Dataset name.
+    Attributes:
         params_file: The search space (:func:`parse_space`).
         algo: ``exhaustive`` (grid), ``random`` or ``bayes`` (TPE).
         max_evals: Trials for random/bayes (the grid size for exhaustive).
-        early_stop: Stop after this many trials without improvement (hyperopt's
+        early_stop: Stop after this many finished trials without improvement (hyperopt's
             ``no_progress_loss``, as RecBole does).
         config_file_list: Fixed yaml files for every trial.
         fixed: Fixed configuration values for every trial; a tuned parameter always wins over
             them (unlike RecBole's command line, which silently pins tuned parameters).
+    """
+
+    params_file: str | Path
+    algo: str = "exhaustive"
+    max_evals: int = 100
+    early_stop: int = 10
+    config_file_list: list[str] | None = None
+    fixed: dict[str, Any] | None = None
+
+
+def tune(
+    model: str, dataset: str, search: Search, write: Callable[[str], None] = print
+) -> TuningResult:
+    """Run a search one trial after another (hyperopt backend).
+
+    Args:
+        model: Plugin or RecBole model name.
+        dataset: Dataset name.
+        search: The space and how to search it.
         write: Receives one progress line per finished trial.
 
     Returns:
         The validation-selected configuration and every trial.
     """
+    params_file, algo, max_evals = search.params_file, search.algo, search.max_evals
+    early_stop, config_file_list, fixed = search.early_stop, search.config_file_list, search.fixed
     space = parse_space(params_file)
     total = space_size(space, algo, max_evals)
     base = trial_base(model, dataset, fixed)
@@ -388,7 +398,7 @@ def tune(
         return result
 
     hyper = {p.name: _hyperopt_param(p, algo == "exhaustive") for p in space}
-    search = HyperTuning(
+    tuner = HyperTuning(
         objective,
         space=hyper,
         fixed_config_file_list=config_file_list,
@@ -396,7 +406,7 @@ def tune(
         max_evals=max_evals,
         early_stop=early_stop,
     )
-    search.run()
+    tuner.run()
     return build_result(model, dataset, progress.records, config["valid_metric_bigger"])
 
 

@@ -51,6 +51,7 @@ from recbole_fitmm.quick_start import build_config, objective_function
 from recbole_fitmm.tuning import (
     Objective,
     Progress,
+    Search,
     SearchParam,
     TuningResult,
     build_result,
@@ -244,12 +245,7 @@ class EarlyStop(tune.Stopper):
 def tune_ray(
     model: str,
     dataset: str,
-    params_file: str | Path,
-    algo: str = "exhaustive",
-    max_evals: int = 100,
-    early_stop: int = 10,
-    config_file_list: list[str] | None = None,
-    fixed: dict[str, Any] | None = None,
+    search: Search,
     resources: RayResources = RayResources(),
     out_dir: str | Path = "results",
     objective: Objective = objective_function,
@@ -260,13 +256,9 @@ def tune_ray(
     Args:
         model: Plugin or RecBole model name.
         dataset: Dataset name.
-        params_file: The search space (:func:`recbole_fitmm.tuning.parse_space`).
-        algo: ``exhaustive`` (grid), ``random`` or ``bayes`` (TPE: Ray's ``HyperOptSearch``).
-        max_evals: Trials for random/bayes (the grid size for exhaustive).
-        early_stop: End the search after this many finished trials without improvement.
-        config_file_list: Fixed yaml files for every trial.
-        fixed: Fixed configuration values for every trial (a tuned parameter wins over them;
-            ``gpu_id``, ``checkpoint_dir`` and ``show_progress`` are set per trial).
+        search: The space and how to search it (``early_stop``: end the search after this many
+            finished trials without improvement; ``gpu_id``, ``checkpoint_dir`` and
+            ``show_progress`` of ``fixed`` are set per trial).
         resources: CPUs/GPUs per trial, the local Ray's size or a cluster address. A Ray already
             initialised in this process is used as it is.
         out_dir: Ray's experiment folder is ``<out_dir>/ray/<model>_<dataset>``.
@@ -280,6 +272,8 @@ def tune_ray(
     Raises:
         ConfigError: Bad params file, algorithm, resources or fixed configuration.
     """
+    params_file, algo, max_evals = search.params_file, search.algo, search.max_evals
+    early_stop, config_file_list, fixed = search.early_stop, search.config_file_list, search.fixed
     space = parse_space(params_file)
     total = space_size(space, algo, max_evals)
     base = trial_base(model, dataset, fixed)

@@ -13,7 +13,7 @@ from recbole_fitmm import run_recbole_fitmm
 from recbole_fitmm.cli import parse_overrides, parse_value
 from recbole_fitmm.config import ROOT, Config
 from recbole_fitmm.errors import ConfigError
-from recbole_fitmm.tuning import tune
+from recbole_fitmm.tuning import Search, tune
 from tests.conftest import toy_config
 
 KEYS = {"model", "dataset", "best_valid_score", "best_valid_result", "test_result", "train_seconds"}
@@ -103,7 +103,7 @@ def test_cli_reports_bad_input_without_traceback(
 def test_two_trial_tuning_selects_on_validation(toy_root: Path, tmp_path: Path) -> None:
     params = tmp_path / "bpr.hyper"
     params.write_text("learning_rate choice [0.05,0.0001]\n")
-    result = tune("BPR", "toy", params, fixed=toy_config(toy_root, epochs=2))
+    result = tune("BPR", "toy", Search(params, fixed=toy_config(toy_root, epochs=2)))
     assert len(result.trials) == 2
     best = max(result.trials, key=lambda t: t["best_valid_score"])
     assert result.best_valid_result == best["best_valid_result"]

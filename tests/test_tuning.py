@@ -18,6 +18,7 @@ import run_hyper
 from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.tuning import (
     Progress,
+    Search,
     build_result,
     parse_space,
     plain_params,
@@ -206,8 +207,7 @@ def test_ray_search_selects_on_valid_records_failures_and_resumes(
         return tune_ray(
             "BPR",
             "toy",
-            _params(tmp_path, "x choice [1,2,3,4,5]\n"),
-            fixed=toy_config(toy_root),
+            Search(_params(tmp_path, "x choice [1,2,3,4,5]\n"), fixed=toy_config(toy_root)),
             resources=RayResources(cpus_per_trial=1),
             objective=fake_objective(calls, marker, os.getpid()),
         )

@@ -21,13 +21,13 @@ leaves no partial output. Usage::
 from __future__ import annotations
 
 import argparse
-import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from recbole_fitmm.cli import run_action
 from recbole_fitmm.config import OUTPUT_DATA, OUTPUT_PROPERTIES
 from recbole_fitmm.data.benchmark import (
     NAME,
@@ -38,7 +38,7 @@ from recbole_fitmm.data.benchmark import (
     write_benchmark,
 )
 from recbole_fitmm.data.dataset import read_feature_file
-from recbole_fitmm.errors import ConfigError, DataError, FITMMError
+from recbole_fitmm.errors import ConfigError, DataError
 
 __all__ = ["SPLITS", "ConversionStats", "convert_mmrec", "main", "split_rows"]
 
@@ -242,14 +242,8 @@ def convert_mmrec(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: ``python -m recbole_fitmm.data.convert SRC [options]``.
-
-    Args:
-        argv: Arguments without the program name (default: ``sys.argv[1:]``).
-
-    Returns:
-        0 on success, 1 on a :class:`~recbole_fitmm.errors.FITMMError` (one line on stderr).
-    """
+    """The converter's command line (module docstring); the exit status: 0, or 1 after a
+    one-line error."""
     parser = argparse.ArgumentParser(
         prog="python -m recbole_fitmm.data.convert",
         description="Convert an MMRec-format dataset folder into RecBole benchmark files, "
@@ -274,13 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-rating", type=float, help="keep only rows with rating >= this value")
     parser.add_argument("--force", action="store_true", help="overwrite existing output")
     args = parser.parse_args(argv)
-    try:
-        stats = convert_mmrec(**vars(args))
-    except FITMMError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(stats.summary())
-    return 0
+    return run_action(lambda: convert_mmrec(**vars(args)).summary(), failure=1)
 
 
 if __name__ == "__main__":
