@@ -88,6 +88,9 @@ def compare_main(argv: list[str] | None = None) -> int:
         python run_compare.py --models BPR,LightGCN,FITMM --dataset tiktok \\
             --from_runs results/ids results/fitmm --out results/compare_tiktok
 
+    A folder given as ``LABEL=DIR`` enters the table under ``LABEL`` (runs of one model with
+    other settings, e.g. ``--models FITMM,FITMM-plus --from_runs FITMM-plus=results/plus ...``).
+
     ``--tuned --budget N`` first tunes every model with a search space on validation with ``N``
     trials (``--tool hyperopt|ray``, ``--trial_epochs``, trials with ``--tuning_seed``, 42 by
     default, which may not be a reported seed), then compares the selected settings::
@@ -108,7 +111,10 @@ def compare_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep_checkpoints", action="store_true", help="keep run checkpoints")
     parser.add_argument(
-        "--from_runs", nargs="+", default=None, help="build the table from stored runs only"
+        "--from_runs",
+        nargs="+",
+        default=None,
+        help="build the table from stored runs only ([LABEL=]DIR: LABEL names the folder's model)",
     )
     tuning = parser.add_argument_group("tuned comparison (--tuned)")
     tuning.add_argument("--tuned", action="store_true", help="tune every model first")

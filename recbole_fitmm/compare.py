@@ -240,10 +240,14 @@ def assemble(
     the dataset and protocol (e.g. models trained in separate processes or on other machines, or
     a model with its own validation-selected settings). Nothing is trained.
 
+    A folder given as ``LABEL=DIR`` holds runs of one model made with other settings (say FITMM
+    at the released defaults and FITMM-plus): they enter the table under ``LABEL``, which is
+    listed in ``models`` in place of the model's name.
+
     Args:
-        models: Model names, in table order.
+        models: Model names (or labels), in table order.
         dataset: Dataset name (for the table's header).
-        run_dirs: Output folders of earlier comparisons.
+        run_dirs: Output folders of earlier comparisons, each optionally ``LABEL=DIR``.
         out_dir: Where the table files go.
         method: Paired test: ``twolevel`` (users and seeds, the default), ``wilcoxon`` or
             ``ttest`` (:mod:`recbole_fitmm.stats`).
@@ -252,21 +256,33 @@ def assemble(
         The runs, the table rows and the written files.
 
     Raises:
-        ConfigError: A listed model has no stored run, or two folders hold the same model and
-            seed.
+        ConfigError: A listed model has no stored run, two folders hold the same model and
+            seed, or a labelled folder holds runs of several models.
     """
     if method not in PAIRED_TESTS:
         raise ConfigError(f"paired test must be one of {PAIRED_TESTS}, got {method!r}")
     found: dict[tuple[str, int], tuple[RunRecord, Path]] = {}
-    for folder in map(Path, run_dirs):
-        for meta_file in sorted((folder / "runs").glob("*-seed*.json")):
-            meta = json.loads(meta_file.read_text())
-            key = (meta["model"], int(meta["seed"]))
-            if key[0] not in models:
+    for entry in map(str, run_dirs):
+        label, _, path = entry.rpartition("=") if "=" in entry else ("", "", entry)
+        folder = Path(path)
+        metas = [
+            (meta_file, json.loads(meta_file.read_text()))
+            for meta_file in sorted((folder / "runs").glob("*-seed*.json"))
+        ]
+        if label and len({meta["model"] for _, meta in metas}) > 1:
+            raise ConfigError(
+                f"{entry}: a labelled folder must hold runs of one model, found "
+                f"{sorted({meta['model'] for _, meta in metas})}"
+            )
+        for meta_file, meta in metas:
+            name = label or meta["model"]
+            key = (name, int(meta["seed"]))
+            if name not in models:
                 continue
-            record = load_run(folder / "runs", key[0], key[1], meta["signature"])
+            record = load_run(folder / "runs", meta["model"], key[1], meta["signature"])
             if record is None:
                 raise ConfigError(f"{meta_file}: unreadable stored run (or its .npz is missing)")
+            record.model = name
             if key in found:
                 raise ConfigError(
                     f"{key[0]} seed {key[1]} is stored in both {found[key][1]} and {folder}"

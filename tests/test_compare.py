@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -117,6 +118,14 @@ def test_two_models_two_seeds_give_a_full_table(
         assemble(["VBPR"], "toy", [split, split], tmp_path / "table3")
     with pytest.raises(ConfigError, match="no stored runs"):
         assemble(["BPR", "LightGCN"], "toy", [out], tmp_path / "table4")
+    # LABEL=DIR: the same model's runs from another folder enter under their own name.
+    labelled = assemble(["VBPR", "again"], "toy", [split, f"again={split}"], tmp_path / "t5")
+    by_model = {row["model"]: row for row in labelled.rows}
+    stored = json.loads((split / "runs" / "VBPR-seed1.json").read_text())["test"]["recall@20"]
+    assert by_model["again"]["test_recall@20_mean"] == pytest.approx(stored)
+    assert by_model["VBPR"]["test_recall@20_mean"] == pytest.approx(stored)
+    with pytest.raises(ConfigError, match="one model"):
+        assemble(["x"], "toy", [f"x={out}"], tmp_path / "t6")
 
 
 def test_cli_runs_one_model(toy_root: Path, tmp_path: Path, capsys) -> None:
