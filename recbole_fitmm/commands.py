@@ -12,6 +12,7 @@ from pathlib import Path
 from recbole_fitmm.cli import format_results, parse_overrides
 from recbole_fitmm.compare import DEFAULT_TEST, PAIRED_TESTS, assemble, compare
 from recbole_fitmm.compare_tuned import TOOLS, TUNING_SEED, tuned_compare
+from recbole_fitmm.config import PROPERTIES
 from recbole_fitmm.errors import ConfigError, FITMMError
 from recbole_fitmm.quick_start import run_recbole_fitmm
 from recbole_fitmm.tuning import ALGORITHMS, Search, tune, write_result
@@ -124,7 +125,12 @@ def compare_main(argv: list[str] | None = None) -> int:
     tuning.add_argument("--trial_epochs", type=int, default=None, help="epoch cap of a trial")
     tuning.add_argument("--cpus", type=int, default=None, help="Ray: CPUs (default: all)")
     tuning.add_argument("--cpus_per_trial", type=float, default=1.0, help="Ray: CPUs per trial")
-    tuning.add_argument("--gpus_per_trial", type=float, default=0.0, help="Ray: GPUs per trial")
+    tuning.add_argument(
+        "--gpus_per_trial",
+        type=float,
+        default=None,
+        help="Ray: GPUs per trial (default: the GPUs shared by the concurrent trials)",
+    )
     tuning.add_argument("--address", default=None, help="Ray: join this cluster")
     args, rest = parser.parse_known_args(argv)
     try:
@@ -196,10 +202,12 @@ def hyper_main(argv: list[str] | None = None) -> int:
     ``--tool=hyperopt`` (default) runs RecBole's ``HyperTuning``, one trial after another.
     ``--tool=ray`` runs the trials in parallel in a local Ray started for the search (``--cpus``,
     default: the machine's cores; ``--cpus_per_trial``, default 1, also the torch threads of a
-    trial; ``--gpus_per_trial``, may be fractional) or on the cluster at ``--address=host:port``.
-    Its experiment folder is ``ray/<model>_<dataset>`` beside the output file; running the same
-    command again after an interruption reuses every finished trial stored there. A failing trial
-    is listed with its error and the search goes on.
+    trial; ``--gpus_per_trial``, may be fractional, default: the GPUs shared by the trials that
+    run at once) or on the cluster at ``--address=host:port``. A random search over ``choice``
+    entries tries distinct points (seeded by ``--seed``). Finished trials are stored in
+    ``hyperopt/<model>_<dataset>/finished`` (or ``ray/...``) beside the output file: running the
+    same command again after an interruption reuses them. A failing trial is listed with its
+    error and the search goes on.
 
     Remaining ``--key=value`` arguments are fixed configuration values for every trial (e.g.
     ``--epochs=50`` caps every trial's epochs); tuned parameters always win over them. The
@@ -210,7 +218,7 @@ def hyper_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", "-m", default="FITMM")
     parser.add_argument("--dataset", "-d", default="mmsynth")
     parser.add_argument(
-        "--params_file", default=None, help="default: properties/hyper/<model>.hyper"
+        "--params_file", default=None, help="default: the package's properties/hyper/<model>.hyper"
     )
     parser.add_argument("--algo", default="exhaustive", choices=ALGORITHMS)
     parser.add_argument("--max_evals", type=int, default=100)
@@ -223,10 +231,15 @@ def hyper_main(argv: list[str] | None = None) -> int:
     ray_options = parser.add_argument_group("Ray Tune (--tool=ray)")
     ray_options.add_argument("--cpus", type=int, default=None, help="default: all cores")
     ray_options.add_argument("--cpus_per_trial", type=float, default=None, help="default: 1")
-    ray_options.add_argument("--gpus_per_trial", type=float, default=None, help="default: 0")
+    ray_options.add_argument(
+        "--gpus_per_trial",
+        type=float,
+        default=None,
+        help="default: the GPUs shared by the concurrent trials (0 without GPUs)",
+    )
     ray_options.add_argument("--address", default=None, help="join this Ray cluster")
     args, rest = parser.parse_known_args(argv)
-    params_file = args.params_file or f"properties/hyper/{args.model}.hyper"
+    params_file = args.params_file or PROPERTIES / "hyper" / f"{args.model}.hyper"
     output = Path(args.output_file or f"results/hyper_{args.model}_{args.dataset}.json")
     given = [
         name
@@ -248,14 +261,14 @@ def hyper_main(argv: list[str] | None = None) -> int:
             resources = RayResources(
                 cpus=args.cpus,
                 cpus_per_trial=1.0 if args.cpus_per_trial is None else args.cpus_per_trial,
-                gpus_per_trial=args.gpus_per_trial or 0.0,
+                gpus_per_trial=args.gpus_per_trial,
                 address=args.address,
             )
             result = tune_ray(
                 args.model, args.dataset, search, resources=resources, out_dir=output.parent
             )
         else:
-            result = tune(args.model, args.dataset, search)
+            result = tune(args.model, args.dataset, search, out_dir=output.parent)
     except FITMMError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -122,7 +122,7 @@ def tune_model(
         tuning_dir = out_dir / "tuning"
         result = tune_ray(model, dataset, search, resources or RayResources(), tuning_dir)
     else:
-        result = tune(model, dataset, search)
+        result = tune(model, dataset, search, out_dir=out_dir / "tuning")
     atomic_write_text(path, json.dumps({**asdict(result), "signature": signature}, indent=2))
     return result
 

@@ -7,6 +7,7 @@ result; only the scheduling differs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -21,9 +22,10 @@ from recbole.trainer import HyperTuning
 
 with warnings.catch_warnings():  # hyperopt 0.2.5 and ray 2.6.3 import the deprecated pkg_resources
     warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
-    from hyperopt import hp
+    from hyperopt import STATUS_OK, fmin, hp
 
 from recbole_fitmm.cli import parse_value
+from recbole_fitmm.config import plugin_yaml_texts
 from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.io import atomic_write_text
 from recbole_fitmm.quick_start import build_config, objective_function
@@ -140,8 +142,18 @@ def _typed(value: Any) -> Any:
     return parse_value(value) if isinstance(value, str) else value
 
 
+def grid_size(space: list[SearchParam]) -> int | None:
+    """Number of grid points, or ``None`` when a parameter is continuous."""
+    if any(param.kind in ("uniform", "loguniform") for param in space):
+        return None
+    return math.prod(len(param.grid()) for param in space)
+
+
 def space_size(space: list[SearchParam], algo: str, max_evals: int) -> int:
-    """Number of trials a search runs (the grid size for ``exhaustive``, else ``max_evals``).
+    """Number of trials a search runs.
+
+    The grid size for ``exhaustive``; ``min(max_evals, grid size)`` for ``random`` over a space of
+    ``choice``/``quniform`` entries (distinct points, :func:`trial_points`); else ``max_evals``.
 
     Args:
         space: The parsed params file.
@@ -156,11 +168,53 @@ def space_size(space: list[SearchParam], algo: str, max_evals: int) -> int:
     """
     if algo not in ALGORITHMS:
         raise ConfigError(f"algo is {algo!r}; expected one of {ALGORITHMS}")
-    if algo != "exhaustive":
-        if max_evals < 1:
-            raise ConfigError(f"max_evals is {max_evals}; expected >= 1")
-        return max_evals
-    return math.prod(len(param.grid()) for param in space)
+    if algo == "exhaustive":
+        return math.prod(len(param.grid()) for param in space)
+    if max_evals < 1:
+        raise ConfigError(f"max_evals is {max_evals}; expected >= 1")
+    size = grid_size(space)
+    return min(max_evals, size) if algo == "random" and size is not None else max_evals
+
+
+def trial_points(
+    space: list[SearchParam], algo: str, max_evals: int, seed: int
+) -> list[dict[str, Any]] | None:
+    """The configurations of a grid, or of a random search over a discrete space.
+
+    A random search over ``choice``/``quniform`` entries draws its points **without
+    replacement** (numpy's generator seeded with ``seed``), so a budget of ``N`` trials is ``N``
+    distinct configurations for every model (sampling with replacement, as hyperopt and Ray do,
+    spends about a third of 12 trials on repeats of a 14-point grid).
+
+    Args:
+        space: The parsed params file.
+        algo: One of :data:`ALGORITHMS`.
+        max_evals: Trials of a random search.
+        seed: Seed of the draw.
+
+    Returns:
+        ``{name: value}`` per trial (every grid point for ``exhaustive``, file order, the last
+        parameter varying fastest; the drawn points in draw order for ``random``), or ``None``
+        when the library samples (continuous entries, ``bayes``).
+    """
+    size = space_size(space, algo, max_evals)
+    if algo == "bayes" or grid_size(space) is None:
+        return None
+    grids = [param.grid() for param in space]
+    total = math.prod(len(grid) for grid in grids)
+    if algo == "exhaustive":
+        indices = list(range(total))
+    else:
+        drawn = np.random.default_rng(seed).choice(total, size=size, replace=False)
+        indices = [int(index) for index in drawn]
+    points = []
+    for index in indices:
+        point = {}
+        for param, grid in reversed(list(zip(space, grids))):
+            index, position = divmod(index, len(grid))
+            point[param.name] = grid[position]
+        points.append({param.name: point[param.name] for param in space})
+    return points
 
 
 def plain_params(space: list[SearchParam], params: dict[str, Any]) -> dict[str, Any]:
@@ -291,6 +345,70 @@ def write_result(result: TuningResult, path: str | Path) -> Path:
     return atomic_write_text(path, json.dumps(asdict(result), indent=2) + "\n")
 
 
+def search_key(
+    model: str, dataset: str, base: dict[str, Any], config_files: list[str] | None
+) -> str:
+    """Everything but a trial's parameters that determines its result (the store's key base).
+
+    Args:
+        model: Model name.
+        dataset: Dataset name.
+        base: Fixed configuration values of every trial (:func:`trial_base`).
+        config_files: Fixed yaml files.
+
+    Returns:
+        The fixed values and the texts of the plugin's and the given yaml files, as JSON.
+    """
+    texts = plugin_yaml_texts(model, dataset) + [
+        Path(name).read_text() for name in config_files or []
+    ]
+    return json.dumps([base, texts], sort_keys=True, default=str)
+
+
+class TrialStore:
+    """Finished trials of a search, one JSON record per trial, so a rerun skips them.
+
+    A trial is keyed by its parameters and :func:`search_key`, so a changed grid reuses the
+    points it shares with the old one and a changed fixed setting reuses nothing. Unreadable
+    records are ignored (their trials run again).
+
+    Args:
+        folder: Where the records live (``None``: nothing is stored).
+        key_base: :func:`search_key` of the search.
+    """
+
+    def __init__(self, folder: str | Path | None, key_base: str) -> None:
+        self.folder = None if folder is None else Path(folder)
+        self.key_base = key_base
+        self.records: dict[str, dict[str, Any]] = {}
+        for path in sorted(self.folder.glob("*.json")) if self.folder else []:
+            try:
+                self.records[path.stem] = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+
+    def key(self, params: dict[str, Any]) -> str:
+        """The store key of a trial: a digest of the key base and its parameters."""
+        text = self.key_base + json.dumps(params, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def get(self, params: dict[str, Any]) -> dict[str, Any] | None:
+        """The stored record of a trial with these parameters, or ``None``."""
+        return self.records.get(self.key(params))
+
+    def put(self, record: dict[str, Any]) -> None:
+        """Store a finished trial's record (atomically; kept in memory without a folder)."""
+        key = self.key(record["params"])
+        self.records[key] = record
+        if self.folder is not None:
+            atomic_write_text(self.folder / f"{key}.json", json.dumps(record, default=str))
+
+
+def one_line(text: str) -> str:
+    """``text`` with its whitespace runs (newlines included) collapsed to single spaces."""
+    return " ".join(text.split())
+
+
 class Progress:
     """One line per finished trial, plus the no-progress count behind early stopping.
 
@@ -369,18 +487,32 @@ class Search:
 
 
 def tune(
-    model: str, dataset: str, search: Search, write: Callable[[str], None] = print
+    model: str,
+    dataset: str,
+    search: Search,
+    write: Callable[[str], None] = print,
+    out_dir: str | Path | None = None,
 ) -> TuningResult:
-    """Run a search one trial after another (hyperopt backend).
+    """Run a search one trial after another (RecBole's ``HyperTuning`` on hyperopt).
+
+    Grids and random searches over discrete spaces run the points of :func:`trial_points`
+    (distinct, seeded with the configuration's ``seed``) through RecBole's exhaustive search;
+    ``bayes`` and continuous random searches sample with hyperopt, seeded likewise. A trial that
+    raises, or ends without a validation/test result, is recorded as failed and the search goes
+    on. With ``out_dir``, every finished trial is stored in
+    ``<out_dir>/hyperopt/<model>_<dataset>/finished/`` and the same search run again (after a
+    kill or Ctrl-C) reuses the stored trials instead of training them.
 
     Args:
         model: Plugin or RecBole model name.
         dataset: Dataset name.
         search: The space and how to search it.
         write: Receives one progress line per finished trial.
+        out_dir: Folder of the trial store (``None``: nothing is stored).
 
     Returns:
-        The validation-selected configuration and every trial.
+        The validation-selected configuration and every finished trial; ``complete`` is False
+        when the search was interrupted.
     """
     params_file, algo, max_evals = search.params_file, search.algo, search.max_evals
     early_stop, config_file_list, fixed = search.early_stop, search.config_file_list, search.fixed
@@ -388,29 +520,64 @@ def tune(
     total = space_size(space, algo, max_evals)
     base = trial_base(model, dataset, fixed)
     config = build_config(model, dataset, config_file_list, base)
-    progress = Progress(total, config["valid_metric"].lower(), config["valid_metric_bigger"], write)
+    bigger = bool(config["valid_metric_bigger"])
+    seed = int(config["seed"])
+    points = trial_points(space, algo, max_evals, seed)
+    folder = None if out_dir is None else Path(out_dir) / "hyperopt" / f"{model}_{dataset}"
+    store = TrialStore(
+        None if folder is None else folder / "finished",
+        search_key(model, dataset, base, config_file_list),
+    )
+    progress = Progress(total, config["valid_metric"].lower(), bigger, write)
+    worst = -math.inf if bigger else math.inf
 
-    def objective(params: dict[str, Any], files: list[str] | None) -> dict[str, Any]:
-        params = plain_params(space, params)
-        start = time.perf_counter()
-        result = objective_function({**base, **params}, files)
-        progress.add(trial_record(params, result, time.perf_counter() - start))
-        return result
+    def trial(sampled: dict[str, Any]) -> dict[str, Any]:
+        params = points[sampled["point"]] if points is not None else plain_params(space, sampled)
+        record = store.get(params)
+        stored = record is not None
+        if record is None:
+            start = time.perf_counter()
+            result, error = None, None
+            try:
+                result = objective_function({**base, **params}, config_file_list)
+            except Exception as err:  # a failing trial is recorded; the search goes on
+                error = one_line(f"{type(err).__name__}: {err}")
+            record = trial_record(params, result, time.perf_counter() - start, error)
+            store.put(record)
+        progress.add(record, stored=stored)
+        score = record["best_valid_score"] if record["status"] == "ok" else worst
+        return {"loss": -score if bigger else score, "status": STATUS_OK}
 
-    hyper = {p.name: _hyperopt_param(p, algo == "exhaustive") for p in space}
+    if points is not None:
+        hyper = {"point": hp.choice("point", list(range(len(points))))}
+    else:
+        hyper = {p.name: _hyperopt_param(p) for p in space}
+    # RecBole's HyperTuning maps the algorithm (its exhaustive search) and the early stop;
+    # fmin is called as its run() does, seeded and without hyperopt's progress bar.
     tuner = HyperTuning(
-        objective,
+        objective_function,
         space=hyper,
-        fixed_config_file_list=config_file_list,
-        algo=algo,
-        max_evals=max_evals,
+        algo="exhaustive" if points is not None else algo,
+        max_evals=total,
         early_stop=early_stop,
     )
-    tuner.run()
-    return build_result(model, dataset, progress.records, config["valid_metric_bigger"])
+    complete = True
+    try:
+        fmin(
+            trial,
+            tuner.space,
+            algo=tuner.algo,
+            max_evals=total,
+            early_stop_fn=tuner.early_stop_fn,
+            rstate=np.random.RandomState(seed),
+            show_progressbar=False,
+        )
+    except KeyboardInterrupt:
+        complete = False
+    return build_result(model, dataset, progress.records, bigger, complete=complete)
 
 
-def _hyperopt_param(param: SearchParam, exhaustive: bool) -> Any:
-    if param.kind == "choice" or exhaustive:
-        return hp.choice(param.name, param.grid())
+def _hyperopt_param(param: SearchParam) -> Any:
+    if param.kind == "choice":
+        return hp.choice(param.name, list(param.values))
     return getattr(hp, param.kind)(param.name, *param.values)  # natural-log loguniform bounds

@@ -4,8 +4,9 @@ Same params file, algorithms, selection (validation only) and result file as the
 (:mod:`recbole_fitmm.tuning`); trials run in parallel in a local Ray started here (or on a cluster
 joined with ``address``).
 
-Resuming: every finished trial is stored, keyed by its parameters and the fixed configuration,
-in ``<experiment_dir>/finished/`` by the driver as soon as Ray reports it. Running the same search
+Resuming: every finished trial is stored (:class:`~recbole_fitmm.tuning.TrialStore`), keyed by its
+parameters and the fixed configuration, in ``<experiment_dir>/finished/`` by the driver as soon as
+Ray reports it. Running the same search
 again (after a kill, Ctrl-C or a crash) starts a new Ray experiment in the same folder whose
 trials first look the key up: a stored trial reports its stored result (or failure) at once, and
 only the others train. A changed grid reuses the points it shares with the old one.
@@ -18,8 +19,6 @@ is listed as failed but not stored, so a later run retries it.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import math
 import os
@@ -29,7 +28,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,21 +43,23 @@ with warnings.catch_warnings():  # ray 2.6.3 imports pkg_resources, deprecated b
     from ray.tune.search.hyperopt import HyperOptSearch
 
 from recbole_fitmm import compat
-from recbole_fitmm.config import plugin_yaml_texts
 from recbole_fitmm.errors import ConfigError
-from recbole_fitmm.io import atomic_write_text
 from recbole_fitmm.quick_start import build_config, objective_function
 from recbole_fitmm.tuning import (
     Objective,
     Progress,
     Search,
     SearchParam,
+    TrialStore,
     TuningResult,
     build_result,
+    one_line,
     parse_space,
     plain_params,
+    search_key,
     space_size,
     trial_base,
+    trial_points,
     trial_record,
 )
 
@@ -82,13 +83,15 @@ class RayResources:
     Attributes:
         cpus: CPUs of the local Ray started for the search (default: the machine's cores).
         cpus_per_trial: CPUs reserved per trial; torch uses ``int(cpus_per_trial)`` threads.
-        gpus_per_trial: GPUs per trial (fractions share a GPU); 0 trains on the CPU.
+        gpus_per_trial: GPUs per trial (fractions share a GPU); 0 trains on the CPU; ``None``
+            (the default): the cluster's GPUs shared by the trials its CPUs run at once (at
+            most one GPU each), or 0 without GPUs.
         address: ``host:port`` of a running Ray cluster to join instead of starting one.
     """
 
     cpus: int | None = None
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float | None = None
     address: str | None = None
 
     @property
@@ -110,8 +113,9 @@ class TrialJob:
         base: Fixed configuration values, model and dataset (absolute paths).
         config_files: Fixed yaml files (absolute paths).
         space: The parsed params file.
-        key_base: Everything but the parameters that determines a trial's result (text).
-        stored: Stored records of finished trials, by key.
+        points: The trials' configurations (:func:`~recbole_fitmm.tuning.trial_points`; Ray's
+            ``point`` indexes them), or ``None`` when Ray samples the space.
+        store: Finished trials (read by the workers, written by the driver).
         resources: Threads and GPUs per trial.
     """
 
@@ -119,15 +123,15 @@ class TrialJob:
     base: dict[str, Any]
     config_files: list[str] | None
     space: list[SearchParam]
-    key_base: str
-    stored: dict[str, dict[str, Any]]
+    points: list[dict[str, Any]] | None
+    store: TrialStore
     resources: RayResources
 
-
-def trial_key(key_base: str, params: dict[str, Any]) -> str:
-    """The store key of a trial: a digest of ``key_base`` and its parameters."""
-    text = key_base + json.dumps(params, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:24]
+    def params(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The tuned values of a trial from Ray's configuration."""
+        if self.points is not None:
+            return dict(self.points[config["point"]])
+        return plain_params(self.space, config)
 
 
 def run_trial(config: dict[str, Any], job: TrialJob) -> None:
@@ -145,8 +149,8 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
         TrialFailed: The objective raised, or gave no validation/test result.
     """
     compat.apply()
-    params = plain_params(job.space, config)
-    stored = job.stored.get(trial_key(job.key_base, params))
+    params = job.params(config)
+    stored = job.store.get(params)
     if stored is not None:
         if stored["status"] != "ok":
             raise TrialFailed(stored["error"])
@@ -167,7 +171,7 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     try:
         result = job.objective(run, job.config_files)
     except Exception as err:
-        raise TrialFailed(_one_line(f"{type(err).__name__}: {err}")) from err
+        raise TrialFailed(one_line(f"{type(err).__name__}: {err}")) from err
     finally:
         shutil.rmtree(saved, ignore_errors=True)
     record = trial_record(params, result, time.perf_counter() - start)
@@ -177,16 +181,11 @@ def run_trial(config: dict[str, Any], job: TrialJob) -> None:
     return None
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 class _Recorder(tune.Callback):
     """Driver side: turns finished trials into records, stores them, writes progress lines."""
 
-    def __init__(self, job: TrialJob, store: Path, progress: Progress) -> None:
+    def __init__(self, job: TrialJob, progress: Progress) -> None:
         self.job = job
-        self.store = store
         self.progress = progress
         self.failed: list[Any] = []
 
@@ -210,15 +209,14 @@ class _Recorder(tune.Callback):
             text = Path(trial.error_file).read_text()
             own = re.findall(rf"{TrialFailed.__name__}: (.*)", text)
             lines = [line for line in text.splitlines() if line.strip()]
-            error = own[-1].strip() if own else _one_line(lines[-1] if lines else text)
-            record = trial_record(plain_params(self.job.space, trial.config), None, None, error)
+            error = own[-1].strip() if own else one_line(lines[-1] if lines else text)
+            record = trial_record(self.job.params(trial.config), None, None, error)
             self._keep(record, store=bool(own))
 
     def _keep(self, record: dict[str, Any], store: bool = True) -> None:
-        key = trial_key(self.job.key_base, record["params"])
-        stored = key in self.job.stored
+        stored = self.job.store.get(record["params"]) is not None
         if store and not stored:
-            atomic_write_text(self.store / f"{key}.json", json.dumps(record, default=str))
+            self.job.store.put(record)
         self.progress.add(record, stored=stored)
 
 
@@ -284,30 +282,33 @@ def tune_ray(
         if not os.path.isfile(name):
             raise ConfigError(f"config file {name} does not exist")
     experiment = Path(out_dir).resolve() / "ray" / f"{model}_{dataset}"
-    store = experiment / "finished"
-    texts = plugin_yaml_texts(model, dataset) + [Path(name).read_text() for name in files or []]
-    key_base = json.dumps([base, texts], sort_keys=True, default=str)
-    stored = {path.stem: json.loads(path.read_text()) for path in store.glob("*.json")}
+    store = TrialStore(experiment / "finished", search_key(model, dataset, base, files))
     with ray_session(resources):
+        resources = _resolve(resources)
         slots = _slots(resources)
         # after ray.init: RecBole's Config sets CUDA_VISIBLE_DEVICES, which would hide GPUs from Ray
         config = build_config(model, dataset, files, base)
         bigger = bool(config["valid_metric_bigger"])
+        points = trial_points(space, algo, max_evals, int(config["seed"]))
         progress = Progress(total, config["valid_metric"].lower(), bigger, write)
-        job = TrialJob(objective, base, files, space, key_base, stored, resources)
-        recorder = _Recorder(job, store, progress)
+        job = TrialJob(objective, base, files, space, points, store, resources)
+        recorder = _Recorder(job, progress)
+        if points is not None:
+            param_space = {"point": tune.grid_search(list(range(len(points))))}
+        else:
+            param_space = {param.name: _domain(param) for param in space}
         trainable = tune.with_resources(
             tune.with_parameters(run_trial, job=job),
             {"cpu": resources.cpus_per_trial, "gpu": resources.gpus_per_trial},
         )
         tuner = tune.Tuner(
             trainable,
-            param_space={param.name: _domain(param, algo) for param in space},
+            param_space=param_space,
             tune_config=tune.TuneConfig(
                 metric=METRIC,
                 mode="max" if bigger else "min",
                 search_alg=_searcher(algo, bigger, int(config["seed"]), slots),
-                num_samples=1 if algo == "exhaustive" else max_evals,
+                num_samples=1 if points is not None else max_evals,
                 reuse_actors=True,
             ),
             run_config=air.RunConfig(
@@ -335,9 +336,7 @@ def tune_ray(
     )
 
 
-def _domain(param: SearchParam, algo: str) -> Any:
-    if algo == "exhaustive":
-        return tune.grid_search(param.grid())
+def _domain(param: SearchParam) -> Any:
     if param.kind == "choice":
         return tune.choice(list(param.values))
     if param.kind == "uniform":
@@ -355,21 +354,37 @@ def _searcher(algo: str, bigger: bool, seed: int, slots: int) -> Any:
     return BasicVariantGenerator(random_state=seed, max_concurrent=slots)
 
 
+def _resolve(resources: RayResources) -> RayResources:
+    """``resources`` with ``gpus_per_trial`` decided (``None``: share the cluster's GPUs)."""
+    if resources.gpus_per_trial is not None:
+        return resources
+    available = ray.cluster_resources()
+    gpus = available.get("GPU", 0.0)
+    if not gpus or resources.cpus_per_trial <= 0:
+        return replace(resources, gpus_per_trial=0.0)
+    concurrent = max(1, int(available.get("CPU", 0.0) // resources.cpus_per_trial))
+    share = min(1.0, gpus / concurrent)
+    logging.getLogger().warning(
+        f"tuning: {gpus:g} GPU(s) shared by up to {concurrent} trials at a time "
+        f"(gpus_per_trial={share:.3g}; set --gpus_per_trial to change, 0 for the CPU)"
+    )
+    return replace(resources, gpus_per_trial=share)
+
+
 def _slots(resources: RayResources) -> int:
     available = ray.cluster_resources()
-    if resources.cpus_per_trial <= 0 or resources.gpus_per_trial < 0:
+    gpus_per_trial = resources.gpus_per_trial or 0.0
+    if resources.cpus_per_trial <= 0 or gpus_per_trial < 0:
         raise ConfigError("cpus_per_trial must be > 0 and gpus_per_trial >= 0")
     cpus = available.get("CPU", 0.0)
     if resources.cpus_per_trial > cpus:
         raise ConfigError(f"cpus_per_trial is {resources.cpus_per_trial}; Ray has {cpus:g} CPUs")
     slots = int(cpus // resources.cpus_per_trial)
-    if resources.gpus_per_trial:
+    if gpus_per_trial:
         gpus = available.get("GPU", 0.0)
-        if resources.gpus_per_trial > gpus:
-            raise ConfigError(
-                f"gpus_per_trial is {resources.gpus_per_trial}; Ray has {gpus:g} GPUs"
-            )
-        slots = min(slots, int(gpus // resources.gpus_per_trial))
+        if gpus_per_trial > gpus:
+            raise ConfigError(f"gpus_per_trial is {gpus_per_trial}; Ray has {gpus:g} GPUs")
+        slots = min(slots, int(gpus // gpus_per_trial))
     return max(slots, 1)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+import recbole_fitmm.compare as compare_module
 import recbole_fitmm.compare_tuned as tuned_module
 from recbole_fitmm.compare_tuned import plan, tuned_compare
 from recbole_fitmm.errors import ConfigError
@@ -30,6 +31,7 @@ def test_models_are_tuned_with_the_budget_then_compared_at_their_selection(
     result = tuned_compare(["Pop", "BPR"], "toy", [1, 2], 3, config_dict=values, out_dir=out)
     search = json.loads((out / "tuning" / "BPR.json").read_text())
     assert plan("BPR", 3) == ("random", 3, 16) and len(search["trials"]) == 3
+    assert len({json.dumps(t["params"], sort_keys=True) for t in search["trials"]}) == 3  # distinct
     best = max(search["trials"], key=lambda t: t["best_valid_score"])  # valid only
     assert search["best_params"] == best["params"]
     assert {k: compared[f"BPR:{k}"] for k in best["params"]} == best["params"]
@@ -38,7 +40,7 @@ def test_models_are_tuned_with_the_budget_then_compared_at_their_selection(
     assert "**Tuning**" in result.markdown and "| Pop | 0 | 0 |" in result.markdown
     # stored searches and runs are reused
     monkeypatch.setattr(tuned_module, "tune", lambda *a, **k: pytest.fail("tuned again"))
-    monkeypatch.setattr(tuned_module, "run_one", lambda *a, **k: pytest.fail("ran again"), False)
+    monkeypatch.setattr(compare_module, "run_one", lambda *a, **k: pytest.fail("ran again"))
     again = tuned_compare(["Pop", "BPR"], "toy", [1, 2], 3, config_dict=values, out_dir=out)
     assert [r.test for r in again.records] == [r.test for r in result.records]
 

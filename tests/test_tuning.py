@@ -3,6 +3,7 @@ failures recorded, an interrupted search resumed without re-running finished tri
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -14,6 +15,8 @@ from typing import Any
 
 import pytest
 
+import recbole_fitmm.tuning as tuning_module
+import recbole_fitmm.tuning_ray as ray_module
 import run_hyper
 from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.tuning import (
@@ -23,7 +26,9 @@ from recbole_fitmm.tuning import (
     parse_space,
     plain_params,
     space_size,
+    trial_points,
     trial_record,
+    tune,
     write_result,
 )
 from recbole_fitmm.tuning_ray import EarlyStop, RayResources, ray_session, tune_ray
@@ -102,6 +107,64 @@ def test_progress_line_reports_best_left_and_time() -> None:
     assert "s elapsed, ~" in lines[1] and progress.stalled(1) and not progress.stalled(2)
 
 
+def test_grid_points_are_the_product_in_file_order(tmp_path: Path) -> None:
+    space = parse_space(_params(tmp_path, "a choice [1,2]\nb quniform 0,2,1\nc choice ['x','y']"))
+    expected = [dict(zip("abc", v)) for v in itertools.product([1, 2], [0, 1, 2], ["x", "y"])]
+    assert trial_points(space, "exhaustive", 1, seed=0) == expected
+
+
+def test_random_search_over_a_grid_draws_distinct_points(tmp_path: Path) -> None:
+    space = parse_space(_params(tmp_path, "a choice [1,2,3,4,5,6,7]\nb choice [0.1,0.2]"))
+    grid = [dict(zip("ab", v)) for v in itertools.product(range(1, 8), (0.1, 0.2))]
+    drawn = trial_points(space, "random", 12, seed=42)
+    keys = {json.dumps(point, sort_keys=True) for point in drawn}
+    assert len(drawn) == len(keys) == 12 == space_size(space, "random", 12)
+    assert all(point in grid for point in drawn)
+    assert drawn == trial_points(space, "random", 12, seed=42)  # the seed fixes the draw
+    assert drawn != trial_points(space, "random", 12, seed=7)
+    whole = trial_points(space, "random", 50, seed=42)  # a budget beyond the grid: all of it
+    assert len(whole) == space_size(space, "random", 50) == 14 and sorted(
+        whole, key=lambda p: (p["a"], p["b"])
+    ) == sorted(grid, key=lambda p: (p["a"], p["b"]))
+    continuous = parse_space(_params(tmp_path, "a uniform 0,1"))
+    assert trial_points(continuous, "random", 5, seed=1) is None  # the library samples
+
+
+def test_hyperopt_search_records_failures_and_resumes(
+    toy_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls, interrupted = tmp_path / "calls.txt", tmp_path / "interrupted"
+    objective = fake_objective(calls, interrupted, driver=None)
+    monkeypatch.setattr(tuning_module, "objective_function", objective)
+    space = _params(tmp_path, "x choice [1,2,3,4,5]\n")
+
+    def search() -> Any:
+        return tune("BPR", "toy", Search(space, fixed=toy_config(toy_root)), out_dir=tmp_path)
+
+    first = search()  # interrupted by x=3 (Ctrl-C)
+    assert not first.complete and 3 not in [t["params"]["x"] for t in first.trials]
+    finished = [t["params"]["x"] for t in first.trials]
+    second = search()
+    assert second.complete and len(second.trials) == 5
+    ran = [int(x) for x in calls.read_text().split()]
+    assert all(ran.count(x) == 1 for x in finished) and ran.count(3) == 2
+    assert len(list((tmp_path / "hyperopt" / "BPR_toy" / "finished").glob("*.json"))) == 5
+    by_x = {trial["params"]["x"]: trial for trial in second.trials}
+    assert [by_x[x]["status"] for x in range(1, 6)] == ["ok", "failed", "ok", "ok", "failed"]
+    assert by_x[2]["error"] == "ValueError: x=2 is a bad value"
+    assert second.best_params == {"x": 4} and second.test_result == {"recall@20": 0.1}
+
+
+def test_ray_shares_the_gpus_among_concurrent_trials(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ray_module.ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 2.0})
+    shared = ray_module._resolve(RayResources(cpus_per_trial=2))
+    assert shared.gpus_per_trial == pytest.approx(0.5)  # 4 trials at once on 2 GPUs
+    assert ray_module._slots(shared) == 4
+    assert ray_module._resolve(RayResources(gpus_per_trial=0.0)).gpus_per_trial == 0.0
+    monkeypatch.setattr(ray_module.ray, "cluster_resources", lambda: {"CPU": 8.0})
+    assert ray_module._resolve(RayResources()).gpus_per_trial == 0.0
+
+
 def test_ray_early_stop_after_trials_without_progress() -> None:
     progress = Progress(total=5, metric="recall@20", bigger=True, write=lambda line: None)
     stopper = EarlyStop(progress, early_stop=2)
@@ -167,12 +230,13 @@ def test_ray_search_refuses_resources_the_cluster_lacks(
     assert message in capsys.readouterr().err
 
 
-def fake_objective(calls: Path, marker: Path, driver: int) -> Callable[..., dict[str, Any]]:
+def fake_objective(calls: Path, marker: Path, driver: int | None) -> Callable[..., dict[str, Any]]:
     """An objective with known valid/test scores per ``x``; x=3 interrupts the search once.
 
     x=1: valid 0.2, test 0.9 (the best test); x=2: raises; x=3: valid 0.3; x=4: valid 0.5, test
     0.1 (the best valid); x=5: no result (as a run whose loss diverged at once). Every call
-    appends ``x`` to ``calls``; the first call with x=3 sends SIGINT to the driver (Ctrl-C).
+    appends ``x`` to ``calls``; the first call with x=3 sends SIGINT to the ``driver`` process
+    (Ctrl-C in a Ray search), or raises ``KeyboardInterrupt`` in-process when it is ``None``.
     """
     scores = {1: (0.2, 0.9), 3: (0.3, 0.5), 4: (0.5, 0.1)}
 
@@ -184,6 +248,8 @@ def fake_objective(calls: Path, marker: Path, driver: int) -> Callable[..., dict
             raise ValueError("x=2 is a bad value")
         if x == 3 and not os.path.exists(marker):
             open(marker, "w").close()
+            if driver is None:
+                raise KeyboardInterrupt
             os.kill(driver, signal.SIGINT)
             time.sleep(1)  # still running when the driver stops
         valid, test = scores.get(x, (-math.inf, None))
