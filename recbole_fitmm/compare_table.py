@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.io import atomic_write, atomic_write_text
 from recbole_fitmm.stats import (
     DEFAULT_ACTIVITY_BINS,
@@ -183,6 +184,40 @@ def seed_averaged(
     return users, {model: runs.mean(axis=0) for model, runs in values.items()}
 
 
+def tested_records(records: list[RunRecord], method: str) -> list[RunRecord]:
+    """The runs a paired test compares.
+
+    The two-level test treats each model's seeds as its own sample (seeds are not paired across
+    models), so every run counts. The seed-averaged tests (``wilcoxon``, ``ttest``) compare seed
+    averages user by user, which are comparable only over the same seeds: they use the seeds
+    every model has.
+
+    Args:
+        records: All runs.
+        method: One of :data:`~recbole_fitmm.stats.PAIRED_TESTS`.
+
+    Returns:
+        The runs to test.
+
+    Raises:
+        ConfigError: A seed-averaged test and no seed that every model has.
+    """
+    usable = [record for record in records if _usable(record)]
+    if method == DEFAULT_TEST or not usable:
+        return records
+    seed_sets = {}
+    for record in usable:
+        seed_sets.setdefault(record.model, set()).add(record.seed)
+    common = set.intersection(*seed_sets.values())
+    if not common:
+        raise ConfigError(
+            f"the {method} test compares seed averages over the same seeds, and no seed is "
+            f"common to every model ({', '.join(f'{m}: {sorted(s)}' for m, s in seed_sets.items())}"
+            f"); use the two-level test (--test twolevel) or run the models on common seeds"
+        )
+    return [record for record in records if record.seed in common]
+
+
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
     if not values:
         return None, None
@@ -230,7 +265,7 @@ def summarise(records: list[RunRecord], method: str = DEFAULT_TEST) -> list[dict
             row[f"{name}_mean"], row[f"{name}_std"] = _mean_std(values)
         row["best"] = model == best
         rows.append(row)
-    _, values = seed_values(records)
+    _, values = seed_values(tested_records(records, method))
     raw = compare_to_best(values, best, models, method)
     adjusted = dict(zip(models, holm([raw[model] for model in models])))
     for row in rows:
@@ -273,10 +308,12 @@ def summarise_by_activity(
     models = list(dict.fromkeys(record.model for record in records))
     best = _best_model(records)
     lows = (0, *(edge + 1 for edge in edges))
+    tested_users, tested_values = seed_values(tested_records(records, method))
+    tested_group = activity_groups(np.asarray([known[u] for u in tested_users.tolist()]), edges)
     rows = []
     for index, label in enumerate(activity_labels(edges)):
         members = group == index
-        subset = {model: table[:, members] for model, table in values.items()}
+        subset = {model: table[:, tested_group == index] for model, table in tested_values.items()}
         raw = compare_to_best(subset, best, models, method)
         for model in models:
             row: dict[str, Any] = {
@@ -325,9 +362,10 @@ def _p_text(p: float | None) -> str:
 
 
 def _test_note(method: str, n_tests: int, adjusted: str = "raw and Holm-adjusted") -> str:
+    common = "" if method == DEFAULT_TEST else ", over the seeds common to every model"
     return (
         f"p vs best ({method}): {TEST_DESCRIPTIONS[method]} in per-user test Recall@20, the best "
-        f"model (on valid) against each other model; {adjusted} over {n_tests} "
+        f"model (on valid) against each other model{common}; {adjusted} over {n_tests} "
         f"comparison{'s' if n_tests != 1 else ''}"
     )
 

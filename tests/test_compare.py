@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from recbole.utils import init_seed
+from scipy import stats
 
 import run_compare
 from recbole_fitmm import compare as compare_module
@@ -282,6 +283,14 @@ def test_seed_sets_may_differ_between_models() -> None:
     records += [_run("B", seed, users, b[i]) for i, seed in enumerate((1, 2, 3))]
     rows = summarise(records)
     assert rows[1]["p_value"] == pytest.approx(paired_pvalue(a, b), rel=1e-12)  # not refused
+    # Seed averages are compared user by user only over the same seeds: none in common here ...
+    with pytest.raises(ConfigError, match="no seed is common"):
+        summarise(records, "wilcoxon")
+    # ... and with seed 1 of A added, only seed 1 of each model enters the test.
+    extra = rng.random(300) + 0.05
+    records.append(_run("A", 1, users, extra, valid=0.3))
+    expected = stats.ttest_rel(extra, b[0]).pvalue
+    assert summarise(records, "ttest")[1]["p_value"] == pytest.approx(expected, rel=1e-9)
 
 
 def test_activity_table() -> None:
