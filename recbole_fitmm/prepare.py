@@ -1,7 +1,8 @@
 """Turn a raw interaction file into a benchmark dataset: filter, re-index, split, write.
 
 Steps, each reported with its user/item/interaction counts: read a CSV, TSV or JSON-lines file
-(columns named by ``--user``, ``--item`` and optionally ``--rating``, ``--time``); drop the items
+(columns named by ``--user``, ``--item`` and optionally ``--rating``, ``--time``; a file without a
+header row, such as MovieLens' ``u.data``, names all its columns with ``--names``); drop the items
 of ``--exclude-items``; keep rows with ``rating >= --min-rating``; resolve repeated (user, item)
 pairs (``--duplicates first`` in file order, ``last`` by time, or ``error``); iterate
 ``--user-core``/``--item-core`` filtering until stable; label each row train/valid/test; drop
@@ -55,12 +56,16 @@ class Columns:
         item: Item id column.
         rating: Rating column (needed by ``min_rating``), or ``None``.
         time: Timestamp column, numbers (needed by the time splits and ``duplicates="last"``).
+        names: Every column's name, in order, for a CSV/TSV file without a header row (such as
+            MovieLens' ``u.data``: ``("user", "item", "rating", "time")``); ``None``: the file's
+            first line is its header.
     """
 
     user: str
     item: str
     rating: str | None = None
     time: str | None = None
+    names: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -157,7 +162,7 @@ def load_interactions(path: Path, columns: Columns, fmt: str | None = None) -> p
             the column and the data row).
     """
     named = [c for c in (columns.user, columns.item, columns.rating, columns.time) if c]
-    raw = read_table(path, named, fmt)
+    raw = read_table(path, named, fmt, list(columns.names) if columns.names else None)
     frame = pd.DataFrame(
         {
             "user": id_column(raw, columns.user, path),
@@ -289,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     add = parser.add_argument
     add("file", type=Path, help="interaction file: .csv, .tsv or .jsonl, with a header")
+    add("--names", help="comma-separated names of every column of a CSV/TSV without a header "
+        "(e.g. MovieLens' u.data: user,item,rating,time)")  # fmt: skip
     add("--user", required=True, help="user id column")
     add("--item", required=True, help="item id column")
     add("--rating", help="rating column (numbers)")
@@ -317,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
             chosen[cut] = tuple(chosen[cut]) if chosen[cut] else None
         chosen["exclude_items"] = tuple(chosen["exclude_items"])
         options = PrepareOptions(**chosen)
-        columns = Columns(args.user, args.item, args.rating, args.time)
+        names = tuple(args.names.split(",")) if args.names else None
+        columns = Columns(args.user, args.item, args.rating, args.time, names)
         report = prepare(
             args.file,
             columns,

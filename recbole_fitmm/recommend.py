@@ -2,14 +2,14 @@
 
     python -m recbole_fitmm.recommend saved/FITMM-mmsynth-....pth                 # every user
     python -m recbole_fitmm.recommend CKPT --users 0,1,2 --k 10 --out top10.csv
-    python -m recbole_fitmm.recommend CKPT --users-file users.txt --format parquet --mask all
+    python -m recbole_fitmm.recommend CKPT --users-file users.txt --format parquet --mask train
 
 One row per (user, rank): ``user`` and ``item`` as raw tokens, ``rank`` from 1, ``score`` the
 model's score (float32). ``--original-ids``: for a dataset made by ``python -m
 recbole_fitmm.prepare``, users are given and users and items written as the ids of the original
 file, through the id maps beside the split files. Masked items never appear: with
-``--mask train`` (default, the paper's test protocol) the user's training items, with
-``--mask all`` every item the user interacted with in train, valid or test. Users are scored in
+``--mask all`` (default) every item the user interacted with in train, valid or test, with
+``--mask train`` only the training items (the paper's test protocol). Users are scored in
 batches of at most ``--budget`` scores and the rows streamed to a temporary file in the target
 folder that is renamed when complete, so memory stays bounded and an interrupted run leaves no
 partial file. Works for every plugin model and RecBole general model
@@ -221,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=20, help="items per user (default 20)")
     parser.add_argument("--format", choices=FORMATS, default="csv")
     parser.add_argument(
-        "--mask", choices=MASKS, default="train", help="train: training items; all: every split"
+        "--mask",
+        choices=MASKS,
+        default="all",
+        help="all (default): every item the user has seen; train: training items only",
     )
     parser.add_argument("--out", default=None, help="default: <checkpoint>.top<k>.<format>")
     parser.add_argument("--budget", type=int, default=SCORE_BUDGET, help="scores held at once")

@@ -273,3 +273,23 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(args + ["--force", "--split", "global-time", "--cut-fractions", "0.3", "0.6"]) == 0
     assert "after dropping users without training rows: users 3" in capsys.readouterr().out
     assert "cut-fractions: (0.3, 0.6)" in (tmp_path / "props" / "cli.yaml").read_text()
+
+
+def test_a_file_without_header_like_u_data(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """MovieLens' u.data: tab-separated user, item, rating, time, no header row."""
+    lines = "".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in ROWS)
+    raw = tmp_path / "u.data"
+    raw.write_text(lines)
+    args = [str(raw), "--format", "tsv", "--names", "user,item,rating,time", "--user", "user"]
+    args += ["--item", "item", "--time", "time", "--user-core", "3", "--item-core", "2"]
+    args += ["--split", "user-time", "--out", str(tmp_path / "out"), "--name", "udata"]
+    assert main(args + ["--properties", str(tmp_path / "props")]) == 0
+    assert "read: users 5, items 7, interactions 15" in capsys.readouterr().out  # no row lost
+    for split, pairs in EXPECTED.items():
+        assert set(read_split(tmp_path / "out" / "udata", "udata", split)) == pairs
+    raw.write_text(lines + "11\ti1\t5\n")  # a short line
+    names = ("user", "item", "rating", "time")
+    with pytest.raises(DataError, match="line 16 has 3 fields, expected 4"):
+        load_interactions(raw, Columns("user", "item", names=names), "tsv")
+    with pytest.raises(ConfigError, match="distinct names"):
+        load_interactions(raw, Columns("user", "item", names=("user", "user")), "tsv")

@@ -1,6 +1,7 @@
 """The README's walk-through, run line by line as it stands, on generated stand-ins of its inputs.
 
-The stand-ins have the shapes of the real files (``ml100k.inter`` with MovieLens' columns,
+The stand-ins have the shapes of the real files (``ml100k.inter`` with MovieLens' columns, from
+which the walk-through cuts a header-less ``u.data``,
 ``items.tsv`` with titles, genres, directors, plots and poster paths, JPEG posters), small enough
 to run in CI with ``EPOCHS=2``. Needs the ``encoders`` extra (CI installs it); skips without it.
 """
@@ -109,7 +110,11 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
     assert (top.groupby("user")["rank"].count() <= 10).all()
     summary = (work / "compare" / "summary.md").read_text()
     assert "LightGCN" in summary and "FITMM" in summary
+    assert (work / "compare" / "chart.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for figure in ("energy.png", "gates.png", "band_weights.png", "curve.png"):
         assert (work / "plots" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    raw = pd.read_csv(data / "ml100k" / "ml100k.inter", sep="\t")
+    log = pd.read_csv(work / "u.data", sep="\t", header=None)  # the header-less input of step 1
+    assert log.shape == (len(raw), 4) and (log.to_numpy() == raw.iloc[:, :4].to_numpy()).all()
     for modality in ("text", "image"):
         assert (work / "data" / "ml100k4" / f"ml100k4.{modality}.npy").is_file()

@@ -123,7 +123,10 @@ class GraphCache:
             ):
                 return None
             graph = torch.sparse_coo_tensor(
-                indices, values, (n_rows, n_cols), check_invariants=False  # bounds checked above
+                indices,
+                values,
+                (n_rows, n_cols),
+                check_invariants=False,  # bounds checked above
             )
             return graph.coalesce()
         except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, KeyError, TypeError,

@@ -63,41 +63,57 @@ def _read_jsonl(path: Path) -> pd.DataFrame:
     return frame.apply(lambda col: col.map(lambda v: "" if v is None or v != v else str(v)))
 
 
-def read_table(path: Path, columns: list[str], fmt: str | None = None) -> pd.DataFrame:
-    """Read a table with a header; every value as text.
+def read_table(
+    path: Path, columns: list[str], fmt: str | None = None, names: list[str] | None = None
+) -> pd.DataFrame:
+    """Read a table with a header (or without one, given the column ``names``); values as text.
 
     Args:
         path: CSV, TSV or JSON-lines file (one object per line).
         columns: Columns that must be present.
         fmt: ``csv``, ``tsv`` or ``jsonl`` (default: from the suffix, see :func:`table_format`).
+        names: The names of every column, in order, of a CSV/TSV file that has no header row
+            (such as MovieLens' ``u.data``); ``None``: the first line is the header.
 
     Returns:
         Frame of strings in file order (``""`` where a value is empty or missing); data row k
         (1-based) is row k - 1.
 
     Raises:
-        DataError: Missing or unreadable file, a malformed line, a missing column.
-        ConfigError: Unknown format.
+        DataError: Missing or unreadable file, a malformed line (with ``names``: a line whose
+            number of fields differs), a missing column.
+        ConfigError: Unknown format, or ``names`` for JSON lines or with a repeated name.
     """
     kind = table_format(path, fmt)
+    if names is not None and (kind == "jsonl" or len(set(names)) != len(names) or not names):
+        raise ConfigError(
+            f"column names for a file without a header need a CSV/TSV file and distinct names, "
+            f"got {names} for {kind.upper()}"
+        )
     if not path.is_file():
         raise DataError(f"{path} does not exist")
     if kind == "jsonl":
         frame = _read_jsonl(path)
     else:
+        sep = "," if kind == "csv" else "\t"
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", pd.errors.ParserWarning)
                 frame = pd.read_csv(
                     path,
-                    sep="," if kind == "csv" else "\t",
+                    sep=sep,
                     dtype=str,
                     keep_default_na=False,
                     index_col=False,
+                    header=None if names else "infer",
+                    names=names,
                 )
         except (ValueError, pd.errors.ParserWarning) as err:  # pandas' and decoding errors
             reason = " ".join(str(err).split())
-            raise DataError(f"{path}: not a {kind.upper()} file with a header ({reason})") from err
+            what = f"with the {len(names)} columns {names}" if names else "with a header"
+            raise DataError(f"{path}: not a {kind.upper()} file {what} ({reason})") from err
+        if names:
+            _check_field_counts(path, sep, len(names))
         frame = frame.fillna("")
     missing = [c for c in columns if c not in frame.columns]
     if missing:
@@ -105,6 +121,18 @@ def read_table(path: Path, columns: list[str], fmt: str | None = None) -> pd.Dat
             f"{path}: missing column(s) {', '.join(missing)}; found {list(frame.columns)}"
         )
     return frame
+
+
+def _check_field_counts(path: Path, sep: str, expected: int) -> None:
+    """Raise when a line of a header-less file has another number of fields than named."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, 1):
+            stripped = line.rstrip("\r\n")
+            if stripped and stripped.count(sep) + 1 != expected:
+                raise DataError(
+                    f"{path}: line {number} has {stripped.count(sep) + 1} fields, expected "
+                    f"{expected} (the column names given)"
+                )
 
 
 def numeric_column(frame: pd.DataFrame, column: str, path: Path, what: str) -> np.ndarray:
