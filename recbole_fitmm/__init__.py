@@ -3,16 +3,20 @@
 Layers, bottom to top (a module imports only from layers below it; ``tests/test_code_quality.py``
 checks that the import graph has no cycle):
 
-1. ``errors``, ``io``, ``version``, ``compat``; ``model/`` (plain PyTorch building blocks and the
-   models; ``model.layers`` and ``model.spectral`` do not import RecBole); ``registry`` (model
-   names -> classes);
+1. ``errors``, ``io``, ``version``, ``compat``, ``cli`` (argument parsing, result printing),
+   ``stats`` (paired tests); ``model/`` (plain PyTorch building blocks and the models;
+   ``model.layers`` and ``model.spectral`` do not import RecBole); ``registry`` (model names ->
+   classes);
 2. ``config`` (RecBole ``Config`` + the plugin's yaml files; applies ``compat``), ``provenance``;
 3. ``data/`` (files, options, checks, the dataset hook, converter, synthetic data) and
    ``checkpoint`` (the file format);
-4. ``trainer`` (``get_trainer`` and the trainer classes);
-5. ``quick_start`` — the run layer: datasets, dataloaders, one run, loading a trained model;
-6. ``compare``/``compare_table``, ``tuning``, ``explain``, ``cli`` and the command-line modules;
-   the scripts at the repository root on top.
+4. ``resumable`` (checkpoints, history, divergence), ``trainer`` (``get_trainer`` and the trainer
+   classes);
+5. ``quick_start`` — the run layer: datasets, dataloaders, one run — and ``inference`` (loading
+   a trained model, top-k);
+6. ``compare``/``compare_table``/``per_user``, ``tuning``/``tuning_ray``/``compare_tuned``,
+   ``explain``, ``plots``, ``prepare``, ``encode``, ``recommend`` and ``commands``; the scripts
+   at the repository root on top.
 
 Importing the package itself is cheap: the names below are loaded on first use.
 """

@@ -15,8 +15,9 @@ from recbole_fitmm.compare_tuned import TOOLS, TUNING_SEED, tuned_compare
 from recbole_fitmm.config import PROPERTIES
 from recbole_fitmm.errors import ConfigError, FITMMError
 from recbole_fitmm.quick_start import run_recbole_fitmm
-from recbole_fitmm.tuning import ALGORITHMS, Search, tune, write_result
+from recbole_fitmm.tuning import Search, tune, write_result
 from recbole_fitmm.tuning_ray import RayResources, tune_ray
+from recbole_fitmm.tuning_space import ALGORITHMS
 
 
 def _names(text: str) -> list[str]:
@@ -112,6 +113,12 @@ def compare_main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep_checkpoints", action="store_true", help="keep run checkpoints")
     parser.add_argument(
+        "--activity_bins",
+        default="5,10,20",
+        help="inclusive upper edges of the user-activity groups (training interactions), "
+        "comma-separated (default 5,10,20: <= 5, 6-10, 11-20, > 20)",
+    )
+    parser.add_argument(
         "--from_runs",
         nargs="+",
         default=None,
@@ -135,15 +142,20 @@ def compare_main(argv: list[str] | None = None) -> int:
     args, rest = parser.parse_known_args(argv)
     try:
         seeds = [int(seed) for seed in _names(args.seeds)]
+        bins = [int(edge) for edge in _names(args.activity_bins)]
     except ValueError:
         print(
-            f"error: --seeds must be comma-separated integers, got {args.seeds!r}", file=sys.stderr
+            f"error: --seeds and --activity_bins must be comma-separated integers, got "
+            f"{args.seeds!r} and {args.activity_bins!r}",
+            file=sys.stderr,
         )
         return 2
     try:
         if args.from_runs:
             out = args.out or f"results/compare_{args.dataset}"
-            result = assemble(_names(args.models), args.dataset, args.from_runs, out, args.test)
+            result = assemble(
+                _names(args.models), args.dataset, args.from_runs, out, args.test, bins
+            )
             print(result.markdown)
             print("written: " + ", ".join(str(path) for path in result.files))
             return 0
@@ -155,6 +167,7 @@ def compare_main(argv: list[str] | None = None) -> int:
                 "config_dict": parse_overrides(rest),
                 "out_dir": args.out,
                 "method": args.test,
+                "activity_bins": bins,
             },
         )
         if args.tuned:

@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import platform
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -35,6 +36,7 @@ import numpy as np
 import torch
 
 from recbole_fitmm.checkpoint import find_resumable
+from recbole_fitmm.compare_report import per_seed_rows, render_csv, render_markdown
 from recbole_fitmm.compare_table import (
     DEFAULT_TEST,
     PAIRED_TESTS,
@@ -42,9 +44,6 @@ from recbole_fitmm.compare_table import (
     PerUser,
     RunRecord,
     load_run,
-    per_seed_rows,
-    render_csv,
-    render_markdown,
     save_run,
     seed_averaged,
     summarise,
@@ -61,6 +60,7 @@ from recbole_fitmm.quick_start import (
     build_config,
     run_recbole_fitmm,
 )
+from recbole_fitmm.stats import DEFAULT_ACTIVITY_BINS, check_bins
 from recbole_fitmm.version import __version__
 
 #: Largest difference, per test metric, between a run's own test result and the re-evaluation of
@@ -162,6 +162,7 @@ def compare(
     out_dir: str | Path | None = None,
     method: str = DEFAULT_TEST,
     keep_checkpoints: bool = False,
+    activity_bins: Sequence[int] = DEFAULT_ACTIVITY_BINS,
 ) -> Comparison:
     """Run every model with every seed on ``dataset`` and write the comparison table.
 
@@ -177,10 +178,13 @@ def compare(
         method: Paired test: ``twolevel`` (users and seeds, the default), ``wilcoxon`` or
             ``ttest`` (:mod:`recbole_fitmm.stats`).
         keep_checkpoints: Keep every run's checkpoint.
+        activity_bins: Inclusive upper edges of the user-activity groups (training
+            interactions), default ``(5, 10, 20)``: <= 5, 6-10, 11-20, > 20.
 
     Returns:
         The runs, the table rows and the written files.
     """
+    check_bins(activity_bins)
     if not models or not seeds:
         raise ConfigError("need at least one model and one seed")
     if method not in PAIRED_TESTS:
@@ -223,7 +227,7 @@ def compare(
         "seeds": ", ".join(map(str, seeds)),
         "selection": "best epoch and best model on valid Recall@20; test evaluated once",
     }
-    return _write_outputs(out, records, header, method)
+    return _write_outputs(out, records, header, method, activity_bins)
 
 
 def assemble(
@@ -232,6 +236,7 @@ def assemble(
     run_dirs: list[str | Path],
     out_dir: str | Path,
     method: str = DEFAULT_TEST,
+    activity_bins: Sequence[int] = DEFAULT_ACTIVITY_BINS,
 ) -> Comparison:
     """The comparison table from runs stored by earlier comparisons, any seeds per model.
 
@@ -251,6 +256,7 @@ def assemble(
         out_dir: Where the table files go.
         method: Paired test: ``twolevel`` (users and seeds, the default), ``wilcoxon`` or
             ``ttest`` (:mod:`recbole_fitmm.stats`).
+        activity_bins: Upper edges of the user-activity groups (as :func:`compare`).
 
     Returns:
         The runs, the table rows and the written files.
@@ -302,15 +308,19 @@ def assemble(
     }
     out = Path(out_dir)
     atomic_write_text(out / "per_seed.csv", render_csv(per_seed_rows(records)))
-    return _write_outputs(out, records, header, method)
+    return _write_outputs(out, records, header, method, activity_bins)
 
 
 def _write_outputs(
-    out: Path, records: list[RunRecord], header: dict[str, Any], method: str
+    out: Path,
+    records: list[RunRecord],
+    header: dict[str, Any],
+    method: str,
+    activity_bins: Sequence[int] = DEFAULT_ACTIVITY_BINS,
 ) -> Comparison:
     """Summarise ``records`` and write summary.md/.csv and the per-user npz into ``out``."""
     rows = summarise(records, method)
-    activity = summarise_by_activity(records, method)
+    activity = summarise_by_activity(records, method, activity_bins)
     header = {
         **header,
         "std": "sample standard deviation over seeds",

@@ -17,20 +17,24 @@ import hashlib
 import json
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from recbole_fitmm.compare import Comparison, compare, model_config
-from recbole_fitmm.compare_table import DEFAULT_TEST, render_csv
+from recbole_fitmm.compare_report import render_csv
+from recbole_fitmm.compare_table import DEFAULT_TEST
 from recbole_fitmm.config import PROPERTIES, plugin_yaml_texts
 from recbole_fitmm.data.files import dataset_fingerprint
 from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.io import atomic_write_text
 from recbole_fitmm.provenance import source_revision
 from recbole_fitmm.quick_start import build_config
-from recbole_fitmm.tuning import Search, TuningResult, parse_space, tune
+from recbole_fitmm.stats import DEFAULT_ACTIVITY_BINS
+from recbole_fitmm.tuning import Search, TuningResult, tune
 from recbole_fitmm.tuning_ray import RayResources, tune_ray
+from recbole_fitmm.tuning_space import parse_space
 from recbole_fitmm.version import __version__
 
 TOOLS = ("hyperopt", "ray")
@@ -140,6 +144,7 @@ def tuned_compare(
     resources: RayResources | None = None,
     tuning_seed: int = TUNING_SEED,
     trial_epochs: int | None = None,
+    activity_bins: Sequence[int] = DEFAULT_ACTIVITY_BINS,
 ) -> Comparison:
     """Tune every model with the same budget on validation, then compare them over the seeds.
 
@@ -157,6 +162,7 @@ def tuned_compare(
         tuning_seed: Seed of every trial; refused when it is one of ``seeds``.
         trial_epochs: Epoch cap of each trial (early stopping still applies); default: the
             configuration's ``epochs``.
+        activity_bins: Upper edges of the user-activity groups of the table.
 
     Returns:
         The comparison at the selected parameters, with ``tuning`` rows.
@@ -214,7 +220,9 @@ def tuned_compare(
     values = dict(shared)
     for model, params in selected.items():
         values.update({f"{model}:{key}": value for key, value in params.items()})
-    comparison = compare(models, dataset, seeds, config_file_list, values, out, method)
+    comparison = compare(
+        models, dataset, seeds, config_file_list, values, out, method, activity_bins=activity_bins
+    )
     atomic_write_text(out / "summary_tuning.csv", render_csv(rows))
     lines = [
         "",

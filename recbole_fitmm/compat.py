@@ -1,8 +1,9 @@
 """Fixes that let RecBole 1.2.1 run on today's numpy, scipy, torch and pandas.
 
 Each fix is idempotent and a no-op where the library still behaves as RecBole expects
-(``recbole_notes.md`` §3 lists the failures they prevent). :func:`apply` runs on
-``import recbole_fitmm``, before anything builds a RecBole ``Config``.
+(``recbole_notes.md`` §3 lists the failures they prevent). :func:`apply` runs when
+``recbole_fitmm.config`` is imported, before anything builds a RecBole ``Config``; a Ray worker
+calls it again before its trial.
 """
 
 from __future__ import annotations

@@ -49,18 +49,20 @@ from recbole_fitmm.tuning import (
     Objective,
     Progress,
     Search,
-    SearchParam,
     TrialStore,
     TuningResult,
     build_result,
     one_line,
+    search_key,
+    trial_base,
+    trial_record,
+)
+from recbole_fitmm.tuning_space import (
+    SearchParam,
     parse_space,
     plain_params,
-    search_key,
     space_size,
-    trial_base,
     trial_points,
-    trial_record,
 )
 
 METRIC = "best_valid_score"

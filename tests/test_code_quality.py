@@ -133,6 +133,64 @@ def test_the_package_imports_one_way() -> None:
     assert find_cycle(graph) is None, f"import cycle: {' -> '.join(find_cycle(graph) or [])}"
 
 
+#: The README's layers (Layout), bottom (1) to top (6): a module imports only from its own layer
+#: or below. Keys are module names or package prefixes (``model`` covers ``model.*``).
+LAYERS = {
+    "recbole_fitmm": 1,
+    "errors": 1,
+    "io": 1,
+    "version": 1,
+    "compat": 1,
+    "cli": 1,
+    "stats": 1,
+    "model": 1,
+    "registry": 1,
+    "config": 2,
+    "provenance": 2,
+    "data": 3,
+    "checkpoint": 3,
+    "resumable": 4,
+    "trainer": 4,
+    "quick_start": 5,
+    "inference": 5,
+    **dict.fromkeys(
+        "compare compare_table compare_report per_user compare_tuned tuning tuning_space "
+        "tuning_ray explain plots prepare encode encoders recommend commands".split(),
+        6,
+    ),
+}
+
+
+def layer_of(module: str) -> int:
+    """The layer of a package module (by its longest listed prefix)."""
+    parts = module.split(".")[1:] or ["recbole_fitmm"]
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in LAYERS:
+            return LAYERS[".".join(parts[:end])]
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS and to the README's Layout")
+
+
+def test_imports_go_down_the_layers() -> None:
+    graph = import_graph()
+    upward = [
+        f"{source} ({layer_of(source)}) -> {target} ({layer_of(target)})"
+        for source, targets in graph.items()
+        for target in targets
+        if layer_of(target) > layer_of(source)
+    ]
+    assert not upward, upward
+    assert (
+        layer_of("recbole_fitmm.model.fitmm") == 1 and layer_of("recbole_fitmm.data.convert") == 3
+    )
+    relative = [
+        f"{path.name}:{node.lineno}"
+        for path in _modules()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
+    assert not relative, f"relative imports (the layer check reads absolute ones): {relative}"
+
+
 def test_no_package_import_inside_functions() -> None:
     """Imports of the package's own modules are at module level (no cycles dodged in functions)."""
     known = {_module_name(path) for path in _modules()}

@@ -16,15 +16,13 @@ import run_compare
 from recbole_fitmm import compare as compare_module
 from recbole_fitmm.checkpoint import find_resumable, read_checkpoint
 from recbole_fitmm.compare import assemble, compare, model_config
+from recbole_fitmm.compare_report import per_seed_rows, render_csv, render_markdown
 from recbole_fitmm.compare_table import (
     PAIRED_TESTS,
     PerUser,
     RunRecord,
     load_run,
     paired_pvalue,
-    per_seed_rows,
-    render_csv,
-    render_markdown,
     save_run,
     seed_averaged,
     summarise,
@@ -93,6 +91,18 @@ def test_two_models_two_seeds_give_a_full_table(
         groups = [row for row in csv.DictReader(handle) if row["model"] == "BPR"]
     got = [int(row["n_users"]) for row in groups]
     assert [n for n in expected if n] == got and "training interactions" in activity
+    # other groups from the command line (median split of the tested users' counts)
+    middle = int(np.median(tested))
+    assert (
+        run_compare.main(
+            ["--models", "BPR", "--dataset", "toy", "--from_runs", str(out), "--out"]
+            + [str(tmp_path / "bins"), "--activity_bins", str(middle)]
+        )
+        == 0
+    )
+    with open(tmp_path / "bins" / "summary_by_activity.csv") as handle:
+        got = [int(row["n_users"]) for row in csv.DictReader(handle)]
+    assert got == [int((tested <= middle).sum()), int((tested > middle).sum())]
     arrays = np.load(out / "per_user_recall@20.npz", allow_pickle=False)
     assert set(arrays.files) == {"users", "BPR", "VBPR"}
     assert arrays["BPR"].shape == arrays["users"].shape

@@ -10,7 +10,7 @@ import pytest
 
 from recbole_fitmm.config import PROPERTIES
 from recbole_fitmm.quick_start import build_config
-from recbole_fitmm.tuning import parse_space
+from recbole_fitmm.tuning_space import parse_space
 from tests.conftest import toy_config
 
 MODELS = ["BPR", "LightGCN", "VBPR", "FREEDOM", "LGMRec", "DRAGON", "FITMM"]

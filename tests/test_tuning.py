@@ -23,15 +23,12 @@ from recbole_fitmm.tuning import (
     Progress,
     Search,
     build_result,
-    parse_space,
-    plain_params,
-    space_size,
-    trial_points,
     trial_record,
     tune,
     write_result,
 )
 from recbole_fitmm.tuning_ray import EarlyStop, RayResources, ray_session, tune_ray
+from recbole_fitmm.tuning_space import parse_space, plain_params, space_size, trial_points
 from tests.conftest import toy_config
 
 
