@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 import recbole_fitmm.checkpoint as ckpt
 import recbole_fitmm.compare as compare_module
@@ -21,6 +22,8 @@ from recbole_fitmm.data.files import dataset_fingerprint
 from recbole_fitmm.errors import CheckpointError, ConfigError
 from recbole_fitmm.io import atomic_write_text
 from recbole_fitmm.model.layers import sparse_product
+from recbole_fitmm.model.lgmrec import _BoundedLogSumExp
+from recbole_fitmm.model.spectral import band_bases
 from recbole_fitmm.quick_start import build_config
 from recbole_fitmm.registry import PLUGIN_MODELS, get_model
 from recbole_fitmm.resumable import CheckpointMixin
@@ -252,6 +255,22 @@ def test_custom_functions_run_in_float32_under_autocast() -> None:
     assert out.dtype == torch.float32
     out.sum().backward()
     assert x.grad is not None and torch.equal(x.grad, torch.ones(4, 3))
+
+
+def test_band_split_and_lgmrec_infonce_run_in_float32_under_autocast() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(12, 8).to(torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bases, _ = band_bases([x], 4, 2)
+    reference, _ = band_bases([x.float()], 4, 2)  # the same inputs, no autocast
+    assert bases.dtype == torch.float32 and torch.equal(bases, reference)
+    anchor, candidates = (F.normalize(torch.randn(n, 8)).to(torch.bfloat16) for n in (5, 40))
+    anchor = anchor * 4  # cosines times a 1/τ (a power of two keeps bfloat16 values exact)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        total = _BoundedLogSumExp.apply(anchor, candidates)  # LGMRec's InfoNCE denominator
+    reference = torch.logsumexp(anchor.float() @ candidates.float().T, dim=1)
+    assert total.dtype == torch.float32  # in bfloat16 the matmul and exp would be ~1e-2 off
+    torch.testing.assert_close(total, reference, rtol=1e-6, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------- re-evaluation
