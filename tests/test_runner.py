@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -140,3 +141,16 @@ def test_run_hyper_refuses_ray_options_without_ray(
 ) -> None:
     assert run_hyper.main(["--model=BPR", "--cpus_per_trial=2"]) == 2
     assert "--cpus_per_trial needs --tool=ray" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("faiss") is not None, reason="faiss is installed")
+def test_a_model_whose_extra_package_is_missing_is_one_clear_error(
+    toy_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """RecBole's NCL imports faiss when it trains: refused before training, naming the extra."""
+    with pytest.raises(ConfigError, match=r"NCL needs the package 'faiss-cpu'.*recbole-extras"):
+        run_recbole_fitmm("NCL", "toy", config_dict=toy_config(toy_root))
+    args = ["--model=NCL", "--dataset=toy", f"--data_path={toy_root}", "--gpu_id=''"]
+    assert cli_script.main([*args, "--benchmark_filename=[train,valid,test]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: model NCL needs the package") and "\n" not in err

@@ -182,18 +182,20 @@ def local_ray() -> Iterator[None]:
         yield
 
 
-def test_ray_search_on_toy_data_through_the_script(
-    toy_root: Path, tmp_path: Path, local_ray: None, capsys: pytest.CaptureFixture[str]
+def test_ray_search_on_the_embedded_dataset_through_the_script(
+    tmp_path: Path, local_ray: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out" / "tuned.json"
     argv = [
         "--model=BPR",
-        "--dataset=toy",
+        "--dataset=mmsynth",  # the embedded dataset, found without a data_path
         f"--params_file={_params(tmp_path, 'learning_rate choice [0.05,0.0001]')}",
         f"--output_file={out}",
         "--tool=ray",
         "--cpus_per_trial=1",  # two trials at once on the module's 2-CPU Ray
-        *(f"--{key}={json.dumps(value)}" for key, value in toy_config(toy_root).items()),
+        "--gpu_id=''",
+        "--state=ERROR",
+        "--show_progress=False",
         "--epochs=1",
     ]
     assert run_hyper.main(argv) == 0
@@ -205,7 +207,7 @@ def test_ray_search_on_toy_data_through_the_script(
     assert written["test_result"] == best["test_result"]
     assert written["best_valid_result"]["recall@20"] == best["best_valid_score"]
     experiment = Path(written["experiment_dir"])
-    assert experiment == tmp_path / "out" / "ray" / "BPR_toy"
+    assert experiment == tmp_path / "out" / "ray" / "BPR_mmsynth"
     assert len(list((experiment / "finished").glob("*.json"))) == 2
     assert not list(experiment.rglob("*.pth"))  # trial checkpoints are deleted after testing
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "space.hyper"]  # no log/, saved/

@@ -105,6 +105,8 @@ def test_the_readme_walkthrough_runs_as_written(tmp_path: Path) -> None:
         timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    noise = [line for line in done.stderr.splitlines() if "Warning" in line or "warn(" in line]
+    assert not noise, noise  # a quiet console: no library warnings a user can do nothing about
     top = pd.read_csv(work / "top10.csv", dtype=str)
     assert sorted(top["user"].unique()) == ["0", "1", "2"]
     assert (top.groupby("user")["rank"].count() <= 10).all()
