@@ -52,13 +52,13 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-def run_action(action: Callable[[], str], failure: int = 2) -> int:
+def run_action(action: Callable[[], str]) -> int:
     """Run a command's action: print its message and return 0, or print ``error: ...`` on one
-    line and return ``failure`` when it raises one of the plugin's errors.
+    line and return 2 (as argparse does for a bad command line) when it raises one of the
+    plugin's errors.
 
     Args:
         action: Does the work; returns what to print.
-        failure: Exit status after an error (the scripts use 2, the data tools 1).
 
     Returns:
         The exit status.
@@ -67,7 +67,7 @@ def run_action(action: Callable[[], str], failure: int = 2) -> int:
         message = action()
     except FITMMError as err:
         print(f"error: {err}", file=sys.stderr)
-        return failure
+        return 2
     print(message)
     return 0
 

@@ -348,7 +348,7 @@ def encode_items(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line of the content encoder (module docstring); the exit status: 0, or 1
+    """The command line of the content encoder (module docstring); the exit status: 0, or 2
     after a one-line error."""
     parser = argparse.ArgumentParser(
         prog="python -m recbole_fitmm.encode",
@@ -397,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
         reports = encode_items(args.items, args.out, args.name, options)
     except FITMMError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     print("\n".join(report.summary() for report in reports))
     return 0
 

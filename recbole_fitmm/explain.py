@@ -163,11 +163,13 @@ def write_plots(
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: explain a FITMM checkpoint, draw figures, print recommendations."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("checkpoint")
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_fitmm.explain", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("checkpoint", help="a FITMM checkpoint, or a folder (its newest best)")
     parser.add_argument("--json", default=None, help="also write the report as JSON here")
     parser.add_argument("--recommend", default="", help="comma-separated raw user tokens")
-    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--k", type=int, default=10, help="items per user for --recommend")
     parser.add_argument("--plots", default=None, help="write PNG figures into this folder")
     parser.add_argument(
         "--cold-max", type=int, default=COLD_MAX, help="most training items of a cold user"

@@ -393,7 +393,9 @@ def comparison_chart(
 
 def main(argv: list[str] | None = None) -> int:
     """Command line (module docstring); returns 0, or 2 after a one-line ``error: ...``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_fitmm.plots", description=__doc__.split("\n\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     curve = commands.add_parser("curve", help="train loss and validation metric per epoch")
     curve.add_argument("file", help="*.last.pth.json, *.result.json, a RecBole log or a .pth")

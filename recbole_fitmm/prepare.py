@@ -286,7 +286,7 @@ def prepare(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The command line of ``prepare`` (module docstring); the exit status: 0, or 1 after a
+    """The command line of ``prepare`` (module docstring); the exit status: 0, or 2 after a
     one-line error."""
     parser = argparse.ArgumentParser(
         prog="python -m recbole_fitmm.prepare",
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return report.summary()
 
-    return run_action(run, failure=1)
+    return run_action(run)
 
 
 if __name__ == "__main__":

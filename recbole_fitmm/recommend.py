@@ -213,7 +213,9 @@ def default_output(checkpoint: str | Path, k: int, fmt: str) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line (module docstring); returns 0, or 2 after a one-line ``error: ...``."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m recbole_fitmm.recommend", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("checkpoint", help="a checkpoint, or a checkpoint folder (its newest best)")
     users = parser.add_mutually_exclusive_group()
     users.add_argument("--users", default=None, help="comma-separated raw user tokens")

@@ -270,7 +270,7 @@ def test_cli(src: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     stdout = capsys.readouterr().out
     assert f"image {N_ITEMS}x8" in stdout and "rating below min-rating" in stdout
     assert "swapped" in stdout
-    assert main(args) == 1
+    assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "--force" in err and "\n" not in err
     assert main(args + ["--force", "--modalities", "audio"]) == 0
@@ -291,7 +291,7 @@ def test_cli_module_exit_code(tmp_path: Path) -> None:
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert result.stderr.strip().startswith("error: source folder")
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "out").exists()

@@ -307,7 +307,7 @@ def test_missing_extra_is_one_clear_line(
         TextEncoder(None, torch.device("cpu"))
     args = [str(catalogue / "items.tsv"), "--out", str(tmp_path / "o"), "--item", "item_id"]
     args += ["--id-map", str(catalogue / "i_id_mapping.csv"), "--text", "{title}"]
-    assert encode_main(args + ["--cache", str(tmp_path / "c"), "--no-progress"]) == 1
+    assert encode_main(args + ["--cache", str(tmp_path / "c"), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and INSTALL_HINT in err and "\n" not in err
 
@@ -321,7 +321,7 @@ def test_cli(catalogue: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
     )
     out = capsys.readouterr().out
     assert "o.image.npy: 6x4" in out and "2 computed" in out
-    assert encode_main(args + ["--join", "genres"]) == 1
+    assert encode_main(args + ["--join", "genres"]) == 2
     assert "COL=SEP" in capsys.readouterr().err
 
 

@@ -266,7 +266,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "read: users 5, items 7, interactions 15" in out
     assert "final: users 3, items 4, interactions 10" in out
     assert set(read_split(tmp_path / "out" / "cli", "cli", "test")) == EXPECTED["test"]
-    assert main(args) == 1
+    assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "--force" in err and "\n" not in err
     # fractions 0.3 / 0.6 of 15 rows: T1 = 5th time (2), T2 = 10th time (5)

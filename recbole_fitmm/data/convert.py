@@ -242,7 +242,7 @@ def convert_mmrec(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The converter's command line (module docstring); the exit status: 0, or 1 after a
+    """The converter's command line (module docstring); the exit status: 0, or 2 after a
     one-line error."""
     parser = argparse.ArgumentParser(
         prog="python -m recbole_fitmm.data.convert",
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-rating", type=float, help="keep only rows with rating >= this value")
     parser.add_argument("--force", action="store_true", help="overwrite existing output")
     args = parser.parse_args(argv)
-    return run_action(lambda: convert_mmrec(**vars(args)).summary(), failure=1)
+    return run_action(lambda: convert_mmrec(**vars(args)).summary())
 
 
 if __name__ == "__main__":
