@@ -7,7 +7,7 @@
 # 1. installs RecBole and its pure-Python needs from .whl/ without dependencies (no network there;
 #    the package itself runs from the checkout; numpy 2 / scipy >= 1.13 / pandas 3 are handled by
 #    recbole_fitmm.compat);
-# 2. runs the device-parametrised tests (model contract, resume, scoring, save/load) on CUDA;
+# 2. runs the device-parametrised tests (model contract, resume, scoring, load + recommend) on CUDA;
 # 3. times FITMM and LightGCN for 2 epochs on the Baby-sized synthetic data (4096-d + 384-d
 #    features) and prints seconds per epoch, per evaluation and peak GPU memory.
 set -euo pipefail
@@ -24,7 +24,8 @@ print(torch.__version__, torch.cuda.get_device_name(0))
 PY
 echo "== device-parametrised tests on CUDA"
 RECBOLE_FITMM_DEVICES=cuda timeout 180 python3 -m pytest -q -p no:cacheprovider -x \
-  -m device tests/test_models.py tests/test_fitmm.py tests/test_resume_models.py 2>&1 \
+  -m device tests/test_models.py tests/test_fitmm.py tests/test_resume_models.py \
+  tests/test_recommend.py 2>&1 \
   | tee "$OUT/tests.log" | tail -25
 echo "== FITMM vs LightGCN on Baby-sized data, 2 epochs, CUDA"
 timeout 270 python3 benchmarks/bench_fitmm.py --epochs 2 --skip-ml100k --device cuda \

@@ -21,7 +21,7 @@ from recbole_fitmm.checkpoint import resolve_checkpoint
 from recbole_fitmm.errors import CheckpointError
 from recbole_fitmm.inference import load_model
 from recbole_fitmm.quick_start import run_recbole_fitmm
-from tests.conftest import SPLITS, toy_config
+from tests.conftest import SPLITS, device_params, gpu_id, toy_config
 
 K = 10
 
@@ -256,3 +256,22 @@ def test_original_ids_go_through_the_id_maps(trained: dict[str, Any], tmp_path: 
     for user in ("1", "2"):
         got = [(item, score) for item, score in rows[f"orig-u{user}"]]
         assert [item for item, _ in got] == [f"orig-i{item}" for item, _ in expected[user]]
+
+
+@pytest.mark.parametrize("device", device_params())
+def test_a_checkpoint_loads_and_recommends_on_each_device(
+    toy_root: Path, tmp_path: Path, device: str
+) -> None:
+    """FITMM trained and reloaded on the device; the file's top-k is the scores' masked top-k."""
+    values = toy_config(toy_root, gpu_id=gpu_id(device), checkpoint_dir=str(tmp_path / "saved"))
+    checkpoint = run_recbole_fitmm("FITMM", "toy", config_dict=values)["checkpoint"]
+    config, model, dataset, _, _, _ = load_model(checkpoint, {"gpu_id": gpu_id(device)})
+    assert next(model.parameters()).device.type == device == torch.device(config["device"]).type
+    users = torch.arange(1, dataset.user_num, device=config["device"])
+    with torch.no_grad():
+        scores = model.full_sort_predict(Interaction({dataset.uid_field: users}))
+    scores = scores.view(len(users), dataset.item_num).double().cpu().numpy()
+    expected = brute_force({"dataset": dataset, "scores": scores, "root": toy_root}, SPLITS, K)
+    out = tmp_path / "top.csv"
+    assert recommend.main([checkpoint, "--k", str(K), "--out", str(out)]) == 0  # stored gpu_id
+    assert_same(read_csv(out), expected)
