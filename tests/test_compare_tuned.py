@@ -22,9 +22,9 @@ def test_models_are_tuned_with_the_budget_then_compared_at_their_selection(
     compared: dict[str, Any] = {}
     real_compare = tuned_module.compare
 
-    def spy(models: list, dataset: str, seeds: list, files: Any, config: dict, *a: Any) -> Any:
+    def spy(models: list, dataset: str, seeds: list, files: Any, config: dict, *a: Any, **k: Any):
         compared.update(config)
-        return real_compare(models, dataset, seeds, files, config, *a)
+        return real_compare(models, dataset, seeds, files, config, *a, **k)
 
     monkeypatch.setattr(tuned_module, "compare", spy)
     out = tmp_path / "tuned"
