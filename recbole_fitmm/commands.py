@@ -24,6 +24,29 @@ def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def add_ray_options(group: argparse._ArgumentGroup, cpus_per_trial: float | None) -> None:
+    """The Ray resources of a search (``run_hyper.py --tool=ray``, ``run_compare.py --tuned``).
+
+    Args:
+        group: The parser group that receives them.
+        cpus_per_trial: Default of ``--cpus_per_trial`` (``None``: not given, meaning 1).
+    """
+    group.add_argument("--cpus", type=int, default=None, help="Ray: CPUs (default: all cores)")
+    group.add_argument(
+        "--cpus_per_trial",
+        type=float,
+        default=cpus_per_trial,
+        help="Ray: CPUs per trial, also its torch threads (default: 1)",
+    )
+    group.add_argument(
+        "--gpus_per_trial",
+        type=float,
+        default=None,
+        help="Ray: GPUs per trial (default: the GPUs shared by the trials that run at once)",
+    )
+    group.add_argument("--address", default=None, help="Ray: join this cluster (host:port)")
+
+
 RUN_MAIN_DESCRIPTION = "Train and evaluate one model under the paper protocol."
 
 
@@ -130,15 +153,7 @@ def compare_main(argv: list[str] | None = None) -> int:
     tuning.add_argument("--tool", choices=TOOLS, default="hyperopt", help="tuning backend")
     tuning.add_argument("--tuning_seed", type=int, default=TUNING_SEED, help="seed of the trials")
     tuning.add_argument("--trial_epochs", type=int, default=None, help="epoch cap of a trial")
-    tuning.add_argument("--cpus", type=int, default=None, help="Ray: CPUs (default: all)")
-    tuning.add_argument("--cpus_per_trial", type=float, default=1.0, help="Ray: CPUs per trial")
-    tuning.add_argument(
-        "--gpus_per_trial",
-        type=float,
-        default=None,
-        help="Ray: GPUs per trial (default: the GPUs shared by the concurrent trials)",
-    )
-    tuning.add_argument("--address", default=None, help="Ray: join this cluster")
+    add_ray_options(tuning, cpus_per_trial=1.0)
     args, rest = parser.parse_known_args(argv)
     try:
         seeds = [int(seed) for seed in _names(args.seeds)]
@@ -241,16 +256,7 @@ def hyper_main(argv: list[str] | None = None) -> int:
         "--output_file", default=None, help="default: results/hyper_<model>_<dataset>.json"
     )
     parser.add_argument("--tool", default="hyperopt", choices=("hyperopt", "ray"))
-    ray_options = parser.add_argument_group("Ray Tune (--tool=ray)")
-    ray_options.add_argument("--cpus", type=int, default=None, help="default: all cores")
-    ray_options.add_argument("--cpus_per_trial", type=float, default=None, help="default: 1")
-    ray_options.add_argument(
-        "--gpus_per_trial",
-        type=float,
-        default=None,
-        help="default: the GPUs shared by the concurrent trials (0 without GPUs)",
-    )
-    ray_options.add_argument("--address", default=None, help="join this Ray cluster")
+    add_ray_options(parser.add_argument_group("Ray Tune (--tool=ray)"), cpus_per_trial=None)
     args, rest = parser.parse_known_args(argv)
     params_file = args.params_file or PROPERTIES / "hyper" / f"{args.model}.hyper"
     output = Path(args.output_file or f"results/hyper_{args.model}_{args.dataset}.json")
