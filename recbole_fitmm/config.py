@@ -215,6 +215,12 @@ def check_values(values: Mapping[str, Any]) -> None:
             f"valid_metric {valid_metric!r} is not computed: metrics are {values.get('metrics')} "
             f"at topk {topk}"
         )
+    _int(values, "checkpoint_every", 0)
+    seconds = values.get("checkpoint_seconds")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not seconds >= 0:
+        raise ConfigError(
+            f"checkpoint_seconds is {seconds!r}; expected a number >= 0 (0: not by time)"
+        )
     resume = values.get("resume_from")
     if resume is not None and (not isinstance(resume, str) or not resume):
         raise ConfigError(f"resume_from is {resume!r}; expected a checkpoint path or 'latest'")

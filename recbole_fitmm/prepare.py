@@ -150,7 +150,7 @@ def load_interactions(path: Path, columns: Columns, fmt: str | None = None) -> p
     """Read the raw file into ``user``, ``item`` (str), ``rating``, ``time`` (float), ``row``.
 
     Args:
-        path: CSV, TSV or JSON-lines file with a header.
+        path: CSV, TSV or JSON-lines file (a header row, or ``columns.names``).
         columns: Column names.
         fmt: ``csv``, ``tsv``, ``jsonl`` or ``None`` (from the suffix).
 
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Filter, re-index and split a raw interaction file into a benchmark dataset.",
     )
     add = parser.add_argument
-    add("file", type=Path, help="interaction file: .csv, .tsv or .jsonl, with a header")
+    add("file", type=Path, help="interaction file: .csv, .tsv or .jsonl (a header row, or --names)")
     add("--names", help="comma-separated names of every column of a CSV/TSV without a header "
         "(e.g. MovieLens' u.data: user,item,rating,time)")  # fmt: skip
     add("--user", required=True, help="user id column")

@@ -227,6 +227,8 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "valid_metric name": ({"valid_metric": "MRR@10"}, "valid_metric 'MRR@10' is not computed"),
     "metrics": ({"metrics": ["NoSuchMetric"]}, "no metric named"),
     "resume_from": ({"resume_from": ""}, "resume_from is ''"),
+    "checkpoint_every": ({"checkpoint_every": -1}, "checkpoint_every is -1; expected an integer"),
+    "checkpoint_seconds": ({"checkpoint_seconds": "often"}, "checkpoint_seconds is 'often'"),
 }
 
 

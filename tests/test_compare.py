@@ -59,7 +59,7 @@ def test_two_models_two_seeds_give_a_full_table(
     best = max(rows, key=lambda row: row["valid_recall@20_mean"])
     assert best["best"] and best["p_value"] is None
     (other,) = [row for row in rows if not row["best"]]
-    assert 0.0 <= other["p_value"] <= 1.0
+    assert other["p_value"] is not None  # its value is tested against known answers in test_stats
     for row in rows:
         assert row["n_seeds"] == 2
         for key in ["valid_recall@20", *(f"test_{k}" for k in TEST_KEYS), "train_seconds"]:

@@ -75,7 +75,8 @@ def test_torch_load_of_recbole_checkpoints(monkeypatch: pytest.MonkeyPatch, toy_
         trainer.evaluate(test_data, load_best_model=True)
     compat.patch_torch_load()
     result = trainer.evaluate(test_data, load_best_model=True)
-    assert 0.0 <= result["recall@20"] <= 1.0
+    # One epoch: the best checkpoint holds the weights in memory, so loading it changes nothing.
+    assert result == trainer.evaluate(test_data, load_best_model=False)
 
 
 def _write_rated_dataset(root: Path) -> None:

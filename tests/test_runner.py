@@ -32,7 +32,6 @@ def test_builtin_models_run_through_the_plugin(toy_root: Path, tmp_path: Path, m
             f"{m}@{k}" for m in ("recall", "ndcg", "precision", "map") for k in (5, 10, 20, 50)
         }
         assert expected <= set(metrics)
-        assert all(0.0 <= v <= 1.0 for v in metrics.values())
         assert metrics["recall@50"] >= metrics["recall@20"] >= metrics["recall@10"]
     assert result["best_valid_score"] == pytest.approx(result["best_valid_result"]["recall@20"])
     # Outputs land in the working directory (a temporary folder here), never in the repository.
