@@ -1,10 +1,10 @@
 """How user-dependent FITMM's frequency selection is: gates and band weights by user activity.
 
 For a trained FITMM checkpoint (or a checkpoint folder: its newest best one), users are grouped by
-their number of training interactions (≤ 5 / 6–10 / 11–20 / > 20) and, per group and band, the
-mean ± std of the gate ``g_k`` and of the effective band coefficient ``β_{u,k} g_{u,k}`` are
-printed (``β`` includes the ``personal_bands`` offsets when the model has them), with the spread
-of the coefficients across users::
+their number of training interactions (≤ 5 / 6–10 / 11–20 / > 20, or ``--activity_bins``) and,
+per group and band, the mean ± std of the gate ``g_k`` and of the effective band coefficient
+``β_{u,k} g_{u,k}`` are printed (``β`` includes the ``personal_bands`` offsets when the model
+has them), with the spread of the coefficients across users::
 
     python benchmarks/gate_spread.py saved/FITMM-tiktok-....pth
 """
@@ -33,7 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint")
+    parser.add_argument(
+        "--activity_bins",
+        default=",".join(map(str, DEFAULT_ACTIVITY_BINS)),
+        help="inclusive upper edges of the user groups by training interactions (default 5,10,20)",
+    )
     args = parser.parse_args(argv)
+    bins = [int(b) for b in args.activity_bins.split(",")]
     config, model, _, train_data, _, _ = load_model(args.checkpoint, {"state": "ERROR"})
     gates, counts = user_gates(model, train_data.dataset)
     with torch.no_grad():
@@ -42,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
             logits = logits + model.personal().detach().cpu().double()
         beta = torch.sigmoid(logits).expand(gates.shape[0], -1).numpy()
     coef = beta * gates
-    bins = list(DEFAULT_ACTIVITY_BINS)
     edges = np.searchsorted(np.asarray(bins), counts, side="left")
     labels = activity_labels(bins)
     p = model.params
