@@ -15,6 +15,7 @@ from recbole_fitmm.compare_tuned import TOOLS, TUNING_SEED, tuned_compare
 from recbole_fitmm.config import PROPERTIES
 from recbole_fitmm.errors import ConfigError, FITMMError
 from recbole_fitmm.quick_start import run_recbole_fitmm
+from recbole_fitmm.stats import DEFAULT_ACTIVITY_BINS, activity_labels
 from recbole_fitmm.tuning import Search, tune, write_result
 from recbole_fitmm.tuning_ray import RayResources, tune_ray
 from recbole_fitmm.tuning_space import ALGORITHMS
@@ -135,11 +136,12 @@ def compare_main(argv: list[str] | None = None) -> int:
         "--test", choices=PAIRED_TESTS, default=DEFAULT_TEST, help="paired test (default twolevel)"
     )
     parser.add_argument("--keep_checkpoints", action="store_true", help="keep run checkpoints")
+    bins = ",".join(map(str, DEFAULT_ACTIVITY_BINS))
     parser.add_argument(
         "--activity_bins",
-        default="5,10,20",
+        default=bins,
         help="inclusive upper edges of the user-activity groups (training interactions), "
-        "comma-separated (default 5,10,20: <= 5, 6-10, 11-20, > 20)",
+        f"comma-separated (default {bins}: {', '.join(activity_labels(DEFAULT_ACTIVITY_BINS))})",
     )
     parser.add_argument(
         "--from_runs",
