@@ -31,10 +31,8 @@ from recbole_fitmm.checkpoint import resolve_checkpoint
 from recbole_fitmm.errors import ConfigError, DataError, FITMMError
 from recbole_fitmm.inference import load_model, recommend
 from recbole_fitmm.io import atomic_write_text
-from recbole_fitmm.model import spectral
+from recbole_fitmm.model import layers, spectral
 from recbole_fitmm.plots import COLD_MAX, fitmm_plots, read_history, training_curve
-
-SHUT_OFF_TOL = 1e-6
 
 
 def _block_energy(view: torch.Tensor, n_blocks: int, num_bands: int) -> list[list[float]]:
@@ -49,13 +47,12 @@ def _block_energy(view: torch.Tensor, n_blocks: int, num_bands: int) -> list[lis
 
 
 def _gate_summary(gate: Any, gates: torch.Tensor) -> dict[str, Any]:
-    excess = (gates - 1.0).abs() if gate.direction == "Dual" else (gates - 1.0).clamp_min(0.0)
     return {
         "band_weights": torch.sigmoid(gate.band_logits).tolist(),
         "gate_scale": float(gate.gate_scale) if gate.gated else None,
         "gate_mean": gates.mean(dim=0).tolist(),
         "gate_std": gates.std(dim=0).tolist() if gates.shape[0] > 1 else [0.0] * gates.shape[1],
-        "shut_off_fraction": (excess <= SHUT_OFF_TOL).double().mean(dim=0).tolist(),
+        "shut_off_fraction": layers.shut_off_fraction(gates, gate.direction).tolist(),
     }
 
 

@@ -66,6 +66,22 @@ def test_negative_gate_scale_shows_as_shut_off_bands(toy_root: Path) -> None:
     assert report["users"]["shut_off_fraction"] == [0.0, 0.0, 0.0]
 
 
+def test_per_epoch_diagnostics_describe_the_evaluated_model(toy_root: Path) -> None:
+    model, _ = _model(toy_root)
+    with torch.no_grad():
+        model.item_gate.gate_scale.fill_(-1.0)  # every item band shut off
+        model.eval()
+        out = model.forward()
+    diag = model.diagnostics()
+    np.testing.assert_allclose(diag["gate_mean_user"], out.user_gates.mean(0).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(diag["gate_mean_item"], out.item_gates.mean(0).numpy(), rtol=1e-6)
+    assert diag["shut_off_item"] == [1.0, 1.0, 1.0]
+    assert diag["shut_off_user"] == [0.0, 0.0, 0.0]  # g = 1 + 0.5 sigmoid(.) > 1
+    assert diag["norm_user"] == pytest.approx(float(out.user_e[1:].norm(dim=1).mean()), rel=1e-6)
+    assert diag["feature_drift"] == [0.0, 0.0]  # untrained: the tables are their initial values
+    assert diag["gate_scale_item"] == pytest.approx(-1.0)
+
+
 def test_explain_rejects_other_models(toy_root: Path) -> None:
     with pytest.raises(ConfigError, match="FITMM"):
         explain_fitmm(torch.nn.Linear(2, 2))

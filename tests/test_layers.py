@@ -218,6 +218,15 @@ def test_ib_hand_computed_cases() -> None:
     assert value.item() == pytest.approx((n1 + n2) / 2 + term2, rel=1e-6)
 
 
+def test_shut_off_fraction_hand_computed() -> None:
+    gates = torch.tensor([[1.0, 1.3, 0.8], [1.0 + 5e-7, 1.0, 1.2]])
+    # Pos: excess ReLU(g - 1) -> [[0, .3, 0], [5e-7, 0, .2]]; Dual: |g - 1| -> .2 counts too
+    assert layers.shut_off_fraction(gates, "Pos").tolist() == [1.0, 0.5, 0.5]
+    assert layers.shut_off_fraction(gates, "Dual").tolist() == [1.0, 0.5, 0.0]
+    with pytest.raises(ValueError, match="direction"):
+        layers.shut_off_fraction(gates, "Neg")
+
+
 def test_ib_zero_when_gate_scale_not_positive() -> None:
     for scale in (0.0, -0.3):
         _, gates = _gate("Pos", [0.3, -2.0, 1.0], scale)(torch.randn(4, 4))

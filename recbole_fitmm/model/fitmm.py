@@ -294,6 +294,7 @@ class FITMM(MultiModalRecommender):
         Reads the representations and gates of the last evaluation (computes them if none);
         changes nothing. Keys: ``norm_user``/``norm_item`` (mean row norm of ``e_u``/``e_i``),
         ``gate_scale_*``, ``band_weights_*`` [M], ``gate_mean_*``/``gate_std_*`` [M],
+        ``shut_off_*`` [M] (:func:`~recbole_fitmm.model.layers.shut_off_fraction`),
         ``feature_drift`` (per modality, ``‖F − F₀‖ / ‖F₀‖`` of the raw feature tables) and
         ``modality_weights`` (mean per-user block weights).
         """
@@ -314,6 +315,9 @@ class FITMM(MultiModalRecommender):
             if gates is not None:
                 stats[f"gate_mean_{side}"] = gates[index].mean(0).tolist()
                 stats[f"gate_std_{side}"] = gates[index].std(0).tolist()
+                stats[f"shut_off_{side}"] = layers.shut_off_fraction(
+                    gates[index], gate.direction
+                ).tolist()
         return stats
 
     # ------------------------------------------------------------------ losses

@@ -32,6 +32,8 @@ BAND_LOGIT_INIT = 1.0
 COS_EPS = 1e-8
 
 IB_DIRECTIONS = ("Pos", "Dual")
+#: A gate whose excess over 1 is at most this counts as shut off (the IB term's zero point).
+SHUT_OFF_TOL = 1e-6
 LOSS_TYPES = ("bce", "bpr")
 
 
@@ -249,6 +251,25 @@ def ib_surrogate(gates: Tensor, direction: str, alpha: float, mu: float, phi_plu
     norm_sq = (delta * delta).sum(dim=1)
     exceed = F.relu(threshold_input - phi_plus).sum(dim=1)
     return alpha * norm_sq.mean() + mu * (torch.sqrt(norm_sq + IB_EPS) * exceed).mean()
+
+
+def shut_off_fraction(gates: Tensor, direction: str) -> Tensor:
+    """Share of rows per band whose gate the IB term has shut off (§3.2).
+
+    The excess is ``ReLU(g − 1)`` ("Pos") or ``|g − 1|`` ("Dual"), as in :func:`ib_surrogate`;
+    a band is shut off for a row when its excess is at most :data:`SHUT_OFF_TOL`.
+
+    Args:
+        gates: Gates g, [N, M].
+        direction: ``Pos`` or ``Dual``.
+
+    Returns:
+        [M] shares in [0, 1] (float64).
+    """
+    if direction not in IB_DIRECTIONS:
+        raise ValueError(f"direction must be one of {IB_DIRECTIONS}, got {direction!r}")
+    excess = (gates - 1.0).abs() if direction == "Dual" else (gates - 1.0).clamp_min(0.0)
+    return (excess <= SHUT_OFF_TOL).double().mean(dim=0)
 
 
 def _cosine_rows(x: Tensor) -> Tensor:
