@@ -178,12 +178,8 @@ def _diag_text(d: dict[str, Any]) -> str:
     if "gate_mean_user" in d:
         parts.append("g_u " + "/".join(f"{g:.2f}" for g in d["gate_mean_user"]))
     if "shut_off_user" in d:
-        parts.append(
-            "off u/i "
-            + "/".join(f"{x:.0%}" for x in d["shut_off_user"])
-            + " | "
-            + "/".join(f"{x:.0%}" for x in d["shut_off_item"])
-        )
+        parts.append("off_u " + "/".join(f"{x:.0%}" for x in d["shut_off_user"]))
+        parts.append("off_i " + "/".join(f"{x:.0%}" for x in d["shut_off_item"]))
     parts.append("β_u " + "/".join(f"{b:.2f}" for b in d["band_weights_user"]))
     parts.append("drift " + "/".join(f"{x:.2f}" for x in d["feature_drift"]))
     return ", ".join(parts)
