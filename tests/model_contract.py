@@ -215,7 +215,7 @@ class ModelContract:
             assert loss.numel() == 1 and torch.isfinite(loss).all()  # RecBole: shape [] or [1]
             loss.backward()
             optimiser.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         assert losses[-1] < losses[0], losses
 
     def test_beats_popularity(self, fitted: Fitted, toy_root: Path, tmp_path_factory) -> None:
