@@ -166,29 +166,34 @@ class ModelContract:
     overrides: ClassVar[dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ fixtures
+    # Class-scoped fixtures are classmethods: they run once per class, not per test instance.
     @pytest.fixture(scope="class", params=device_params())
-    def device(self, request: pytest.FixtureRequest) -> str:
+    @classmethod
+    def device(cls, request: pytest.FixtureRequest) -> str:
         """Every check runs on the CPU, and on CUDA when a device is present."""
         return request.param
 
     @pytest.fixture(scope="class")
+    @classmethod
     def prepared(
-        self, device: str, toy_root: Path, tmp_path_factory: pytest.TempPathFactory
+        cls, device: str, toy_root: Path, tmp_path_factory: pytest.TempPathFactory
     ) -> Prepared:
         workdir = tmp_path_factory.mktemp("data")
-        return prepare(self.model_name, toy_root, workdir, self.overrides, device=device)
+        return prepare(cls.model_name, toy_root, workdir, cls.overrides, device=device)
 
     @pytest.fixture(scope="class")
-    def fitted(self, prepared: Prepared, tmp_path_factory: pytest.TempPathFactory) -> Fitted:
+    @classmethod
+    def fitted(cls, prepared: Prepared, tmp_path_factory: pytest.TempPathFactory) -> Fitted:
         return fit(prepared, tmp_path_factory.mktemp("fit"))
 
     @pytest.fixture(scope="class")
+    @classmethod
     def known(
-        self, device: str, known_root: Path, tmp_path_factory: pytest.TempPathFactory
+        cls, device: str, known_root: Path, tmp_path_factory: pytest.TempPathFactory
     ) -> Fitted:
         workdir = tmp_path_factory.mktemp("known")
-        overrides = {**self.overrides, **KNOWN_CONFIG}  # one training setup for all models
-        data = prepare(self.model_name, known_root, workdir, overrides, "known", device)
+        overrides = {**cls.overrides, **KNOWN_CONFIG}  # one training setup for all models
+        data = prepare(cls.model_name, known_root, workdir, overrides, "known", device)
         return fit(data, workdir)
 
     @pytest.fixture
