@@ -60,9 +60,9 @@ def test_released_defaults_reproduce_the_weights_before_the_options(toy_root: Pa
     result = run_recbole_fitmm("FITMM", "toy", config_dict=values)
     weights = read_checkpoint(result["last_checkpoint"])["state_dict"]
     assert sorted(weights) == sorted(recorded["digest"])
-    # float32 training on another CPU (other SIMD paths) moves the digests by at most 4e-8 of a
-    # tensor's absolute sum and its first value by 2e-7 of its mean |w| (measured: AMD EPYC
-    # against the recording machine); a 10 % change of the smallest loss weight (reg_weight
+    # float32 training on another machine (measured on an AMD EPYC against the recorded digests)
+    # moves the digests by at most 4e-8 of a tensor's absolute sum and its first value by 2e-7
+    # of its mean |w|; a 10 % change of the smallest loss weight (reg_weight
     # 0.001 -> 0.0011) moves them by 4.2e-7 and 3.8e-6, an ib_weight change by 5e-4 and 4e-3.
     for name, (total, absolute, first) in recorded["digest"].items():
         w = weights[name].double()
