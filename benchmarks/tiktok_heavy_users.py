@@ -24,7 +24,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+
+from recbole_fitmm.data.convert import (
+    choose_modalities,
+    find_inter_file,
+    load_features,
+    read_mmrec_inter,
+)
+from recbole_fitmm.errors import DataError
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "tiktok"
 TOP_K = 20
@@ -39,11 +46,12 @@ def recall_at_k(scores: np.ndarray, seen: list[np.ndarray], target: np.ndarray) 
         target: ``[n_users]`` the test item of each user.
 
     Returns:
-        The fraction of users whose test item ranks in the top ``TOP_K`` (ties count against it).
+        The fraction of users with fewer than ``TOP_K`` items scored strictly above their test
+        item (items tied with it do not push it down: an optimistic count for tied scores).
     """
     hits = 0
     for row, excluded, item in zip(scores, seen, target):
-        row = row.astype(np.float64).copy()
+        row = row.astype(np.float64)  # a copy: the exclusion below must not reach ``scores``
         row[excluded] = -np.inf
         hits += int((row > row[item]).sum() < TOP_K)
     return hits / len(target)
@@ -56,19 +64,20 @@ def main(argv: list[str] | None = None) -> int:
         argv: Arguments without the program name.
 
     Returns:
-        0 on success, 1 when the data folder is absent.
+        0 on success, 1 when the data folder is absent or malformed.
     """
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--min_train", type=int, default=300)
     args = parser.parse_args(argv)
-    inter_file = args.data / f"{args.data.name}.inter"
-    if not inter_file.is_file():
-        print(f"{inter_file} not found: nothing to measure", file=sys.stderr)
+    try:
+        inter = read_mmrec_inter(find_inter_file(args.data))
+        n_items = int(inter.itemID.max()) + 1
+        features = load_features(args.data, choose_modalities(args.data), n_items)
+    except DataError as err:
+        print(f"{err}: nothing to measure", file=sys.stderr)
         return 1
-    inter = pd.read_csv(inter_file, sep="\t")
     train, test = inter[inter.x_label == 0], inter[inter.x_label == 2]
-    n_items = int(inter.itemID.max()) + 1
     activity = train.groupby("userID").size()
     heavy = set(activity[activity > args.min_train].index)
     heavy_test = test[test.userID.isin(heavy)]
@@ -99,12 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     seen = [train.itemID[train.userID == u].to_numpy() for u in users]
     target = heavy_test.itemID.to_numpy()
     rankers: dict[str, np.ndarray] = {}
-    for feature_file in sorted(args.data.glob("*_feat.npy")):
-        features = np.load(feature_file).astype(np.float64)
-        features -= features.mean(axis=0)
-        features /= np.linalg.norm(features, axis=1, keepdims=True) + 1e-12
-        profiles = np.stack([features[items].mean(axis=0) for items in seen])
-        rankers[f"content {feature_file.stem.removesuffix('_feat')}"] = profiles @ features.T
+    for modality, matrix in features.items():
+        rows = matrix[:n_items].astype(np.float64)
+        rows -= rows.mean(axis=0)
+        rows /= np.linalg.norm(rows, axis=1, keepdims=True) + 1e-12
+        profiles = np.stack([rows[items].mean(axis=0) for items in seen])
+        rankers[f"content {modality}"] = profiles @ rows.T
     heavy_count = heavy_train.groupby("itemID").size().reindex(range(n_items), fill_value=0)
     rankers["popularity"] = np.tile(heavy_count.to_numpy(), (len(users), 1))
     rankers["highest id"] = np.tile(np.arange(n_items), (len(users), 1))
