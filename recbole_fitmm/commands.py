@@ -11,12 +11,12 @@ from pathlib import Path
 
 from recbole_fitmm.cli import format_results, parse_overrides
 from recbole_fitmm.compare import DEFAULT_TEST, PAIRED_TESTS, assemble, compare
-from recbole_fitmm.compare_tuned import TOOLS, TUNING_SEED, tuned_compare
+from recbole_fitmm.compare_tuned import TUNING_SEED, tuned_compare
 from recbole_fitmm.config import PROPERTIES
 from recbole_fitmm.errors import ConfigError, FITMMError
 from recbole_fitmm.quick_start import run_recbole_fitmm
 from recbole_fitmm.stats import DEFAULT_ACTIVITY_BINS, activity_labels
-from recbole_fitmm.tuning import Search, tune, write_result
+from recbole_fitmm.tuning import TOOLS, Search, tune, write_result
 from recbole_fitmm.tuning_ray import RayResources, tune_ray
 from recbole_fitmm.tuning_space import ALGORITHMS
 
@@ -257,7 +257,7 @@ def hyper_main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--output_file", default=None, help="default: results/hyper_<model>_<dataset>.json"
     )
-    parser.add_argument("--tool", default="hyperopt", choices=("hyperopt", "ray"))
+    parser.add_argument("--tool", default="hyperopt", choices=TOOLS)
     add_ray_options(parser.add_argument_group("Ray Tune (--tool=ray)"), cpus_per_trial=None)
     args, rest = parser.parse_known_args(argv)
     params_file = args.params_file or PROPERTIES / "hyper" / f"{args.model}.hyper"

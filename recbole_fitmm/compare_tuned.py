@@ -32,12 +32,11 @@ from recbole_fitmm.io import atomic_write_text
 from recbole_fitmm.provenance import source_revision
 from recbole_fitmm.quick_start import build_config
 from recbole_fitmm.stats import DEFAULT_ACTIVITY_BINS
-from recbole_fitmm.tuning import Search, TuningResult, tune
+from recbole_fitmm.tuning import TOOLS, Search, TuningResult, tune
 from recbole_fitmm.tuning_ray import RayResources, tune_ray
 from recbole_fitmm.tuning_space import parse_space
 from recbole_fitmm.version import __version__
 
-TOOLS = ("hyperopt", "ray")
 #: Seed of every tuning trial unless given: not one of the seeds a comparison reports by default.
 TUNING_SEED = 42
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,13 @@ def trial_base(model: str, dataset: str, fixed: dict[str, Any] | None) -> dict[s
         fixed: Fixed configuration values.
 
     Returns:
-        ``fixed`` with ``model`` and ``dataset``.
+        ``fixed`` with ``model`` and ``dataset``; a ``data_path`` made absolute (trials may run
+        in another folder, and both backends key stored trials by it).
     """
-    return {**(fixed or {}), "model": model, "dataset": dataset}
+    base = {**(fixed or {}), "model": model, "dataset": dataset}
+    if "data_path" in base:
+        base["data_path"] = os.path.abspath(base["data_path"])
+    return base
 
 
 @dataclass
@@ -184,19 +189,24 @@ class TrialStore:
     records are ignored (their trials run again).
 
     Args:
-        folder: Where the records live (``None``: nothing is stored).
+        folder: Where the records are written and read (``None``: nothing is stored).
         key_base: :func:`search_key` of the search.
+        also_read: Further folders whose records are reused but never written (the other
+            backend's store); a record in ``folder`` wins over one with the same key there.
     """
 
-    def __init__(self, folder: str | Path | None, key_base: str) -> None:
+    def __init__(
+        self, folder: str | Path | None, key_base: str, also_read: Sequence[Path] = ()
+    ) -> None:
         self.folder = None if folder is None else Path(folder)
         self.key_base = key_base
         self.records: dict[str, dict[str, Any]] = {}
-        for path in sorted(self.folder.glob("*.json")) if self.folder else []:
-            try:
-                self.records[path.stem] = json.loads(path.read_text())
-            except (OSError, ValueError):
-                continue
+        for source in [*also_read, *([self.folder] if self.folder else [])]:
+            for path in sorted(source.glob("*.json")):
+                try:
+                    self.records[path.stem] = json.loads(path.read_text())
+                except (OSError, ValueError):
+                    continue
 
     def key(self, params: dict[str, Any]) -> str:
         """The store key of a trial: a digest of the key base and its parameters."""
@@ -213,6 +223,37 @@ class TrialStore:
         self.records[key] = record
         if self.folder is not None:
             atomic_write_text(self.folder / f"{key}.json", json.dumps(record, default=str))
+
+
+#: The search backends: RecBole's HyperTuning on hyperopt (one trial after another), Ray Tune.
+TOOLS = ("hyperopt", "ray")
+
+
+def store_folder(out_dir: str | Path, tool: str, model: str, dataset: str) -> Path:
+    """The search folder of one backend: ``<out_dir>/<tool>/<model>_<dataset>`` (Ray's
+    experiment folder for ``ray``); its trial records are in ``finished/``."""
+    return Path(out_dir) / tool / f"{model}_{dataset}"
+
+
+def trial_store(
+    out_dir: str | Path | None, tool: str, model: str, dataset: str, key_base: str
+) -> TrialStore:
+    """The trial store of a search: written to ``tool``'s folder (:func:`store_folder`), read
+    from every backend's, so a search switched from one backend to the other (same out_dir,
+    space and fixed configuration) reuses the trials the first one finished.
+
+    Args:
+        out_dir: Folder of the stores (``None``: nothing is stored).
+        tool: ``hyperopt`` or ``ray``, the backend that writes.
+        model: Model name.
+        dataset: Dataset name.
+        key_base: :func:`search_key` of the search.
+    """
+    if out_dir is None:
+        return TrialStore(None, key_base)
+    others = [store_folder(out_dir, other, model, dataset) / "finished" for other in TOOLS]
+    own = store_folder(out_dir, tool, model, dataset) / "finished"
+    return TrialStore(own, key_base, also_read=[path for path in others if path != own])
 
 
 def one_line(text: str) -> str:
@@ -312,7 +353,8 @@ def tune(
     raises, or ends without a validation/test result, is recorded as failed and the search goes
     on. With ``out_dir``, every finished trial is stored in
     ``<out_dir>/hyperopt/<model>_<dataset>/finished/`` and the same search run again (after a
-    kill or Ctrl-C) reuses the stored trials instead of training them.
+    kill or Ctrl-C, with this backend or the Ray one) reuses the stored trials instead of
+    training them; trials the Ray backend stored in ``out_dir`` are reused too.
 
     Args:
         model: Plugin or RecBole model name.
@@ -334,10 +376,8 @@ def tune(
     bigger = bool(config["valid_metric_bigger"])
     seed = int(config["seed"])
     points = trial_points(space, algo, max_evals, seed)
-    folder = None if out_dir is None else Path(out_dir) / "hyperopt" / f"{model}_{dataset}"
-    store = TrialStore(
-        None if folder is None else folder / "finished",
-        search_key(model, dataset, base, config_file_list),
+    store = trial_store(
+        out_dir, "hyperopt", model, dataset, search_key(model, dataset, base, config_file_list)
     )
     progress = Progress(total, config["valid_metric"].lower(), bigger, write)
     worst = -math.inf if bigger else math.inf

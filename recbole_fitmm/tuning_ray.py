@@ -9,7 +9,8 @@ parameters and the fixed configuration, in ``<experiment_dir>/finished/`` by the
 Ray reports it. Running the same search
 again (after a kill, Ctrl-C or a crash) starts a new Ray experiment in the same folder whose
 trials first look the key up: a stored trial reports its stored result (or failure) at once, and
-only the others train. A changed grid reuses the points it shares with the old one.
+only the others train. A changed grid reuses the points it shares with the old one, and trials the
+hyperopt backend stored under the same ``out_dir`` are reused too (a search can switch backends).
 
 Failures: an exception in the objective, or a run without a validation/test result (the loss
 diverged before the first validation), fails its trial; the failure is stored and listed in the
@@ -54,8 +55,10 @@ from recbole_fitmm.tuning import (
     build_result,
     one_line,
     search_key,
+    store_folder,
     trial_base,
     trial_record,
+    trial_store,
 )
 from recbole_fitmm.tuning_space import (
     SearchParam,
@@ -277,14 +280,13 @@ def tune_ray(
     space = parse_space(params_file)
     total = space_size(space, algo, max_evals)
     base = trial_base(model, dataset, fixed)
-    if "data_path" in base:
-        base["data_path"] = os.path.abspath(base["data_path"])
     files = [os.path.abspath(name) for name in config_file_list] if config_file_list else None
     for name in files or []:
         if not os.path.isfile(name):
             raise ConfigError(f"config file {name} does not exist")
-    experiment = Path(out_dir).resolve() / "ray" / f"{model}_{dataset}"
-    store = TrialStore(experiment / "finished", search_key(model, dataset, base, files))
+    root = Path(out_dir).resolve()
+    experiment = store_folder(root, "ray", model, dataset)
+    store = trial_store(root, "ray", model, dataset, search_key(model, dataset, base, files))
     with ray_session(resources):
         resources = _resolve(resources)
         slots = _slots(resources)

@@ -306,3 +306,34 @@ def test_ray_search_selects_on_valid_records_failures_and_resumes(
     assert second.test_result == {"recall@20": 0.1}
     written = json.loads(write_result(second, tmp_path / "hyper.json").read_text())
     assert len(written["trials"]) == 5 and written["best_params"] == {"x": 4}
+
+
+def test_a_search_switches_backends_without_rerunning_finished_trials(
+    toy_root: Path, tmp_path: Path, local_ray: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls, marker = tmp_path / "calls.txt", tmp_path / "interrupted"
+    marker.touch()  # no interruption
+    objective = fake_objective(calls, marker, driver=None)
+    monkeypatch.setattr(tuning_module, "objective_function", objective)
+    fixed = toy_config(toy_root)
+
+    def search(grid: str) -> Search:
+        return Search(_params(tmp_path, f"x choice [{grid}]\n"), fixed=fixed)
+
+    out = tmp_path / "stores"
+    first = tune("BPR", "toy", search("1,4"), out_dir=out, write=lambda line: None)
+    assert first.complete and sorted(calls.read_text().split()) == ["1", "4"]
+    lines: list[str] = []
+    second = tune_ray(
+        "BPR", "toy", search("1,3,4"), RayResources(cpus_per_trial=1), out, objective, lines.append
+    )
+    # Only x=3 trained on Ray; x=1 and x=4 came from the hyperopt store.
+    assert sorted(calls.read_text().split()) == ["1", "3", "4"]
+    assert sum(line.endswith("(stored)") for line in lines) == 2
+    assert second.best_params == {"x": 4} and len(second.trials) == 3
+    third = tune("BPR", "toy", search("1,3,4"), out_dir=out, write=lambda line: None)
+    assert sorted(calls.read_text().split()) == ["1", "3", "4"]  # back on hyperopt: nothing ran
+    assert third.complete and {t["params"]["x"] for t in third.trials} == {1, 3, 4}
+    # Each backend wrote only what it trained.
+    assert len(list((out / "hyperopt" / "BPR_toy" / "finished").glob("*.json"))) == 2
+    assert len(list((out / "ray" / "BPR_toy" / "finished").glob("*.json"))) == 1
