@@ -55,7 +55,7 @@ def trial_base(model: str, dataset: str, fixed: dict[str, Any] | None) -> dict[s
         in another folder, and both backends key stored trials by it).
     """
     base = {**(fixed or {}), "model": model, "dataset": dataset}
-    if "data_path" in base:
+    if base.get("data_path"):
         base["data_path"] = os.path.abspath(base["data_path"])
     return base
 
@@ -354,7 +354,7 @@ def tune(
     on. With ``out_dir``, every finished trial is stored in
     ``<out_dir>/hyperopt/<model>_<dataset>/finished/`` and the same search run again (after a
     kill or Ctrl-C, with this backend or the Ray one) reuses the stored trials instead of
-    training them; trials the Ray backend stored in ``out_dir`` are reused too.
+    training them.
 
     Args:
         model: Plugin or RecBole model name.

@@ -312,10 +312,11 @@ def test_a_search_switches_backends_without_rerunning_finished_trials(
     toy_root: Path, tmp_path: Path, local_ray: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls, marker = tmp_path / "calls.txt", tmp_path / "interrupted"
-    marker.touch()  # no interruption
+    marker.touch()  # an existing marker: x=3 does not interrupt the search
     objective = fake_objective(calls, marker, driver=None)
     monkeypatch.setattr(tuning_module, "objective_function", objective)
-    fixed = toy_config(toy_root)
+    monkeypatch.chdir(toy_root)
+    fixed = toy_config(toy_root, data_path=".")  # relative: both backends must key it alike
 
     def search(grid: str) -> Search:
         return Search(_params(tmp_path, f"x choice [{grid}]\n"), fixed=fixed)
