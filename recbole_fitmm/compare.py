@@ -55,7 +55,7 @@ from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.io import atomic_write, atomic_write_text
 from recbole_fitmm.per_user import evaluate_checkpoint
 from recbole_fitmm.plots import comparison_chart
-from recbole_fitmm.provenance import source_revision
+from recbole_fitmm.provenance import code_digest
 from recbole_fitmm.quick_start import (
     build_config,
     run_recbole_fitmm,
@@ -376,8 +376,10 @@ def run_signature(
 
     Model, dataset and seed; the text of the config files and of the plugin's yaml files that
     apply (``properties/overall.yaml``, the model's and the dataset's); the configuration values;
-    the dataset fingerprint; the package version and, from a source checkout, its git revision
-    (with a hash of uncommitted changes). A stored run is reused only when all of them match.
+    the dataset fingerprint; the package version and :func:`~recbole_fitmm.provenance.code_digest`
+    (the package's sources and the library versions; not the git revision, so commits that touch
+    only docs, tests or benchmarks keep stored runs). A stored run is reused only when all of
+    them match.
 
     Args:
         config: The run's resolved ``Config``.
@@ -399,7 +401,7 @@ def run_signature(
             "config": config_dict,
             "data": fingerprint["sha256"],
             "version": __version__,
-            "revision": source_revision(),
+            "code": code_digest(),
         },
         sort_keys=True,
         default=str,

@@ -29,7 +29,7 @@ from recbole_fitmm.config import PROPERTIES, plugin_yaml_texts
 from recbole_fitmm.data.files import dataset_fingerprint
 from recbole_fitmm.errors import ConfigError
 from recbole_fitmm.io import atomic_write_text
-from recbole_fitmm.provenance import source_revision
+from recbole_fitmm.provenance import code_digest
 from recbole_fitmm.quick_start import build_config
 from recbole_fitmm.stats import DEFAULT_ACTIVITY_BINS
 from recbole_fitmm.tuning import TOOLS, Search, TuningResult, tune
@@ -76,7 +76,7 @@ def _signature(model: str, dataset: str, files: list[str] | None, fixed: dict, e
             "fixed": fixed,
             "data": dataset_fingerprint(config)["sha256"],
             "version": __version__,
-            "revision": source_revision(),
+            "code": code_digest(),
             **extra,
         },
         sort_keys=True,

@@ -152,6 +152,47 @@ def source_revision() -> str | None:
     return _REVISION[0]
 
 
+_CODE: list[str] = []
+
+
+def source_digest(package: Path) -> str:
+    """sha256 (16 hex digits) over the Python sources under ``package``: each file's path
+    relative to it and its bytes, in path order. Other files (caches, notes) do not count.
+
+    Args:
+        package: The package folder.
+
+    Returns:
+        The digest; equal for two folders holding the same sources (a checkout and an install).
+    """
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        if "__pycache__" in path.parts:
+            continue
+        digest.update(path.relative_to(package).as_posix().encode("utf-8") + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def code_digest() -> str:
+    """The code a run's numbers depend on: :func:`source_digest` of this package and the
+    versions of python and the libraries (:func:`versions` without the git revision).
+
+    Stored runs and searches are keyed by it instead of the git revision, so a commit that
+    changes only documentation, tests, benchmarks or another model's yaml keeps them reusable,
+    while any change to the package's code (or a library upgrade) does not. Computed once per
+    process.
+
+    Returns:
+        ``<source digest>-<sha256 of the versions, 8 hex digits>``.
+    """
+    if not _CODE:
+        libraries = {k: v for k, v in versions().items() if k != "recbole_fitmm_revision"}
+        pinned = hashlib.sha256(json.dumps(libraries, sort_keys=True).encode("utf-8"))
+        _CODE.append(f"{source_digest(Path(__file__).resolve().parent)}-{pinned.hexdigest()[:8]}")
+    return _CODE[0]
+
+
 def _git(root: Path, *args: str) -> str:
     return subprocess.run(
         ["git", "-C", str(root), *args], capture_output=True, text=True, check=True, timeout=30

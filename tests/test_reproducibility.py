@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import yaml
 import recbole_fitmm
 from recbole_fitmm import run_recbole_fitmm
 from recbole_fitmm.checkpoint import read_checkpoint
+from recbole_fitmm.provenance import code_digest, source_digest
 from tests.conftest import toy_config
 
 
@@ -105,3 +107,24 @@ def test_run_without_saving_writes_no_checkpoint(toy_root: Path, tmp_path: Path)
     assert result["checkpoint"] is None and result["result_file"] is None
     assert result["provenance"]["dataset_fingerprint"]["sha256"]
     assert not list((tmp_path / "saved").glob("*.pth"))
+
+
+def test_the_code_digest_follows_the_sources_not_their_place_or_other_files(
+    tmp_path: Path,
+) -> None:
+    package = Path(recbole_fitmm.__file__).parent
+    copy = tmp_path / "site" / "recbole_fitmm"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    digest = source_digest(copy)
+    assert digest == source_digest(package)  # a checkout and an installed copy agree
+    assert code_digest().startswith(source_digest(package) + "-")
+    (copy / "__pycache__").mkdir()
+    (copy / "__pycache__" / "cli.cpython-311.pyc").write_bytes(b"\x00compiled")
+    (copy / "NOTES.txt").write_text("not code")
+    assert source_digest(copy) == digest
+    cli = copy / "cli.py"
+    cli.write_text(cli.read_text() + "\n# one more line\n")
+    changed = source_digest(copy)
+    assert changed != digest
+    cli.rename(copy / "cli2.py")  # same bytes under another name: another module
+    assert source_digest(copy) not in {digest, changed}

@@ -135,7 +135,7 @@ def test_a_nan_before_any_validation_leaves_no_test_result(
 
 
 # ---------------------------------------------------------------------------- stale results
-def test_run_signature_covers_yaml_data_version_and_revision(
+def test_run_signature_covers_yaml_data_version_and_code(
     toy_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     values = toy_config(toy_root, seed=7)
@@ -147,7 +147,7 @@ def test_run_signature_covers_yaml_data_version_and_revision(
     assert run_signature(config, None, values, changed) != signature
     for name, value in (
         ("plugin_yaml_texts", lambda model, dataset: ["epochs: 3", "", ""]),
-        ("source_revision", lambda: "another-commit"),
+        ("code_digest", lambda: "other-sources"),
         ("__version__", "9.9.9"),
     ):
         with monkeypatch.context() as patch:
