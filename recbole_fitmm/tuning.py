@@ -230,8 +230,18 @@ TOOLS = ("hyperopt", "ray")
 
 
 def store_folder(out_dir: str | Path, tool: str, model: str, dataset: str) -> Path:
-    """The search folder of one backend: ``<out_dir>/<tool>/<model>_<dataset>`` (Ray's
-    experiment folder for ``ray``); its trial records are in ``finished/``."""
+    """The search folder of one backend (Ray's experiment folder for ``ray``); its trial
+    records are in ``finished/``.
+
+    Args:
+        out_dir: Folder of the stores.
+        tool: ``hyperopt`` or ``ray``.
+        model: Model name.
+        dataset: Dataset name.
+
+    Returns:
+        ``<out_dir>/<tool>/<model>_<dataset>``.
+    """
     return Path(out_dir) / tool / f"{model}_{dataset}"
 
 
