@@ -261,9 +261,8 @@ def trial_store(
     """
     if out_dir is None:
         return TrialStore(None, key_base)
-    others = [store_folder(out_dir, other, model, dataset) / "finished" for other in TOOLS]
-    own = store_folder(out_dir, tool, model, dataset) / "finished"
-    return TrialStore(own, key_base, also_read=[path for path in others if path != own])
+    others = [store_folder(out_dir, t, model, dataset) / "finished" for t in TOOLS if t != tool]
+    return TrialStore(store_folder(out_dir, tool, model, dataset) / "finished", key_base, others)
 
 
 def one_line(text: str) -> str:
